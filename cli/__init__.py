@@ -1,0 +1,1 @@
+"""The nsinspect command line (also the `kubectl nsinspect` plugin)."""

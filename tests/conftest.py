@@ -1,0 +1,57 @@
+"""Shared fixtures: the running lab, its canonical pods, and the rule that CI never skips.
+
+Tests that need root or containerd skip with a reason on a developer machine that lacks them;
+with CI=true the same condition is a failure, because CI must prove them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lab import runtime
+from tests.lab.config import LabConfig
+from tests.lab.pods import Lab, LabPod
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip outside CI when `condition` is false; fail in CI."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run this test, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_root() -> None:
+    require(os.geteuid() == 0, "it needs root (namespaces, containerd)")
+
+
+@pytest.fixture(scope="session")
+def lab_cfg() -> LabConfig:
+    """The main lab, brought up if it is not (hack/test brings it up and down around the run)."""
+    require_root()
+    cfg = LabConfig()
+    if not runtime.is_up(cfg):
+        require(bool(shutil.which("containerd") or shutil.which("apt-get")),
+                "containerd is not installed and apt-get cannot install it")
+        runtime.up(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def lab(lab_cfg: LabConfig) -> Iterator[Lab]:
+    with Lab(lab_cfg) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def canonical(lab: Lab) -> dict[str, LabPod]:
+    """The canonical pods of `hack/lab pods`, by name."""
+    lab.ensure_canonical(lambda _: None)
+    return {p.name: p for p in lab.pods() if p.spec.namespace == "default"}

@@ -1,0 +1,242 @@
+"""Pods and containers on a lab containerd, created through CRI the way the kubelet creates them.
+
+`Lab` is the API tests use: any namespace options, uid and command; pods made with `lab.pod()`
+are removed on exit even when the test fails. The canonical pods of `hack/lab pods` live here too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from nsinspect.agent.cri import CriClient
+from nsinspect.proto import cri_pb2 as cri
+from tests.lab.config import LabConfig
+from tests.lab.images import TOOLS
+
+SLEEP = ("/bin/sleep", "2147483647")
+MODES = {"POD": cri.POD, "CONTAINER": cri.CONTAINER, "NODE": cri.NODE, "TARGET": cri.TARGET}
+
+
+class LabError(Exception):
+    """A lab request that cannot be carried out as asked."""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str = TOOLS.name
+    command: tuple[str, ...] = SLEEP
+    uid: int | None = None
+    gid: int | None = None
+    # None: what the kubelet derives from the pod (CONTAINER, or POD/NODE for shared/host pid).
+    pid: str | None = None
+    target: str | None = None  # container name in the same pod, for pid TARGET
+    target_id: str | None = None  # raw runtime id, to ask for targets that do not exist
+    env: tuple[tuple[str, str], ...] = ()
+    privileged: bool = False
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    name: str
+    containers: tuple[ContainerSpec, ...] = ()
+    namespace: str = "default"
+    uid: str = ""  # derived from namespace/name when empty
+    network: str = "POD"  # POD or NODE (hostNetwork)
+    pid: str = "CONTAINER"  # CONTAINER, POD (shareProcessNamespace) or NODE (hostPID)
+    ipc: str = "POD"  # POD or NODE (hostIPC)
+
+    @property
+    def pod_uid(self) -> str:
+        return self.uid or str(uuid.uuid5(uuid.NAMESPACE_URL, f"nsinspect-lab/{self.namespace}/{self.name}"))
+
+
+@dataclass(frozen=True)
+class LabContainer:
+    name: str
+    id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class LabPod:
+    spec: PodSpec
+    sandbox_id: str
+    sandbox_pid: int
+    containers: dict[str, LabContainer] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def uid(self) -> str:
+        return self.spec.pod_uid
+
+    def __getitem__(self, name: str) -> LabContainer:
+        return self.containers[name]
+
+
+CANONICAL = (
+    PodSpec("plain", (ContainerSpec("app"), ContainerSpec("sidecar"))),
+    PodSpec("shared", (ContainerSpec("app"), ContainerSpec("sidecar")), pid="POD"),
+    PodSpec("targeted", (ContainerSpec("app"), ContainerSpec("debugger", pid="TARGET", target="app"))),
+    PodSpec("hostnet", (ContainerSpec("app"),), network="NODE"),
+    PodSpec("hostpid", (ContainerSpec("app"),), pid="NODE"),
+    PodSpec("nonroot", (ContainerSpec("app", uid=1000, gid=1000),)),
+)
+
+
+def _sandbox_config(cfg: LabConfig, spec: PodSpec) -> cri.PodSandboxConfig:
+    uid = spec.pod_uid
+    labels = {"io.kubernetes.pod.name": spec.name, "io.kubernetes.pod.namespace": spec.namespace,
+              "io.kubernetes.pod.uid": uid}
+    ns = cri.NamespaceOption(network=MODES[spec.network], pid=MODES[spec.pid], ipc=MODES[spec.ipc])
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=spec.name, uid=uid, namespace=spec.namespace, attempt=0),
+        # Like the kubelet: a host-network pod keeps the node's hostname (and its UTS namespace).
+        hostname="" if spec.network == "NODE" else spec.name,
+        labels=labels,
+        annotations={"nsinspect.lab/instance": cfg.name},
+        linux=cri.LinuxPodSandboxConfig(
+            cgroup_parent=f"{cfg.cgroup_root}/besteffort/pod{uid}",
+            security_context=cri.LinuxSandboxSecurityContext(namespace_options=ns),
+        ),
+    )
+
+
+class Lab:
+    """A CRI session against one lab instance."""
+
+    def __init__(self, cfg: LabConfig | None = None) -> None:
+        self.cfg = cfg or LabConfig()
+        self.cri = CriClient(self.cfg.endpoint, timeout=30.0)
+
+    def close(self) -> None:
+        self.cri.close()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object | type[BaseException] | TracebackType | None) -> None:
+        self.close()
+
+    # -- creation -------------------------------------------------------------------------
+    def create_pod(self, spec: PodSpec) -> LabPod:
+        """Run the sandbox, then create and start each container in order (targets first)."""
+        config = _sandbox_config(self.cfg, spec)
+        sandbox_id = self.cri.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config),
+                                                    timeout=self.cri.timeout).pod_sandbox_id
+        pod = LabPod(spec, sandbox_id, self._sandbox_pid(sandbox_id))
+        try:
+            for cspec in spec.containers:
+                pod = self.add_container(pod, cspec)
+        except BaseException:
+            self.remove_pod(pod)
+            raise
+        return pod
+
+    def add_container(self, pod: LabPod, cspec: ContainerSpec) -> LabPod:
+        """Create and start one more container in a running pod (e.g. an ephemeral-like debugger)."""
+        spec = pod.spec
+        pid_mode = cspec.pid or spec.pid
+        target_id = cspec.target_id or ""
+        if cspec.target is not None:
+            if cspec.target not in pod.containers:
+                raise LabError(f"pod {spec.name} has no container {cspec.target!r} to target")
+            target_id = pod.containers[cspec.target].id
+        if pid_mode == "TARGET" and not target_id:
+            raise LabError("pid mode TARGET needs a target container")
+        ns = cri.NamespaceOption(network=MODES[spec.network], pid=MODES[pid_mode], ipc=MODES[spec.ipc],
+                                 target_id=target_id)
+        sec = cri.LinuxContainerSecurityContext(namespace_options=ns, privileged=cspec.privileged)
+        if cspec.uid is not None:
+            sec.run_as_user.value = cspec.uid
+        if cspec.gid is not None:
+            sec.run_as_group.value = cspec.gid
+        labels = {"io.kubernetes.container.name": cspec.name, "io.kubernetes.pod.name": spec.name,
+                  "io.kubernetes.pod.namespace": spec.namespace, "io.kubernetes.pod.uid": spec.pod_uid}
+        config = cri.ContainerConfig(
+            metadata=cri.ContainerMetadata(name=cspec.name, attempt=0),
+            image=cri.ImageSpec(image=cspec.image),
+            command=list(cspec.command),
+            envs=[cri.KeyValue(key=k, value=v) for k, v in cspec.env],
+            labels=labels,
+            linux=cri.LinuxContainerConfig(security_context=sec),
+        )
+        req = cri.CreateContainerRequest(pod_sandbox_id=pod.sandbox_id, config=config,
+                                         sandbox_config=_sandbox_config(self.cfg, spec))
+        cid = self.cri.runtime.CreateContainer(req, timeout=self.cri.timeout).container_id
+        self.cri.runtime.StartContainer(cri.StartContainerRequest(container_id=cid), timeout=self.cri.timeout)
+        containers = {**pod.containers, cspec.name: LabContainer(cspec.name, cid, self._container_pid(cid))}
+        return LabPod(spec, pod.sandbox_id, pod.sandbox_pid, containers)
+
+    def _sandbox_pid(self, sandbox_id: str) -> int:
+        return int(self.cri.sandbox_status(sandbox_id)[1].get("pid", 0))
+
+    def _container_pid(self, container_id: str) -> int:
+        return int(self.cri.container_status(container_id)[1].get("pid", 0))
+
+    # -- removal --------------------------------------------------------------------------
+    def remove_pod(self, pod: LabPod | str) -> None:
+        sandbox_id = pod.sandbox_id if isinstance(pod, LabPod) else pod
+        self.cri.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=self.cri.timeout)
+        self.cri.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id),
+                                          timeout=self.cri.timeout)
+
+    def stop_container(self, container_id: str, timeout: int = 0) -> None:
+        self.cri.runtime.StopContainer(cri.StopContainerRequest(container_id=container_id, timeout=timeout),
+                                       timeout=self.cri.timeout)
+
+    def remove_all_pods(self) -> int:
+        sandboxes = self.cri.list_sandboxes()
+        for sb in sandboxes:
+            self.remove_pod(sb.id)
+        return len(sandboxes)
+
+    @contextmanager
+    def pod(self, spec: PodSpec) -> Iterator[LabPod]:
+        """A pod for the length of a with-block; removed afterwards whatever happened."""
+        created = self.create_pod(spec)
+        try:
+            yield created
+        finally:
+            self.remove_pod(created)
+
+    # -- reading --------------------------------------------------------------------------
+    def exec(self, container_id: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
+        return self.cri.runtime.ExecSync(cri.ExecSyncRequest(container_id=container_id, cmd=list(cmd),
+                                                             timeout=timeout), timeout=timeout + 5)
+
+    def pods(self) -> list[LabPod]:
+        """Every pod of this lab as the runtime reports it now (status for `hack/lab status`)."""
+        found = []
+        for sb in sorted(self.cri.list_sandboxes(), key=lambda s: (s.metadata.namespace, s.metadata.name)):
+            spec = PodSpec(sb.metadata.name, namespace=sb.metadata.namespace, uid=sb.metadata.uid)
+            containers = {}
+            for c in sorted(self.cri.list_containers(sandbox_id=sb.id), key=lambda c: c.created_at):
+                pid = self._container_pid(c.id) if c.state == cri.CONTAINER_RUNNING else 0
+                containers[c.metadata.name] = LabContainer(c.metadata.name, c.id, pid)
+            pid = self._sandbox_pid(sb.id) if sb.state == cri.SANDBOX_READY else 0
+            found.append(LabPod(spec, sb.id, pid, containers))
+        return found
+
+    def ensure_canonical(self, say: Callable[[str], None]) -> None:
+        """Create each canonical pod unless it already runs whole."""
+        running = {(p.spec.namespace, p.name): p for p in self.pods()}
+        for spec in CANONICAL:
+            have = running.get((spec.namespace, spec.name))
+            if have and have.sandbox_pid and all(
+                    c.name in have.containers and have.containers[c.name].pid for c in spec.containers):
+                say(f"pod {spec.namespace}/{spec.name}: already running")
+                continue
+            if have:
+                self.remove_pod(have)
+            started = time.monotonic()
+            self.create_pod(spec)
+            say(f"pod {spec.namespace}/{spec.name}: created in {(time.monotonic() - started) * 1000:.0f} ms")
