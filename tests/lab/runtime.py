@@ -98,7 +98,7 @@ def up(cfg: LabConfig, say: Say = _quiet) -> None:
         say(f"wrote {cfg.config_file} and the CNI config in {cfg.cni_conf_dir}")
     if changed and containerd_pid(cfg) is not None:
         say("config changed: restarting containerd")
-        _stop_containerd(cfg, say)
+        stop_containerd(cfg, say)
     if containerd_pid(cfg) is None:
         log = open(cfg.log_file, "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
@@ -115,7 +115,8 @@ def up(cfg: LabConfig, say: Say = _quiet) -> None:
     say(f"imported images: {', '.join(imported)}" if imported else "images already imported")
 
 
-def _stop_containerd(cfg: LabConfig, say: Say) -> None:
+def stop_containerd(cfg: LabConfig, say: Say = _quiet) -> None:
+    """Stop only containerd: shims and containers keep running, as on a node whose runtime died."""
     pid = containerd_pid(cfg)
     if pid is None:
         return
@@ -214,7 +215,7 @@ def down(cfg: LabConfig, say: Say = _quiet, purge: bool = False) -> None:
         with Lab(cfg) as lab:
             removed = lab.remove_all_pods()
         say(f"removed {removed} pod(s)" if removed else "no pods to remove")
-    _stop_containerd(cfg, say)
+    stop_containerd(cfg, say)
     shims = _shims(cfg)
     for shim in shims:
         with contextlib.suppress(psutil.Error):

@@ -1,0 +1,79 @@
+"""`nsinspect-agent`: wire the resolvers to the gRPC server and run until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from nsinspect.agent.cri import CriClient, find_endpoint
+from nsinspect.agent.cri_resolver import CriResolver
+from nsinspect.agent.proc_resolver import DEFAULT_STATE_DIRS, ProcResolver
+from nsinspect.agent.resolver import Resolver
+from nsinspect.agent.server import AgentService, build_server
+
+log = logging.getLogger("nsinspect.agent")
+_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with any `extra=` fields at the top level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+                 "logger": record.name, "msg": record.getMessage()}
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="nsinspect-agent", description="The nsinspect node agent (runs as root).")
+    p.add_argument("--listen", action="append", metavar="ADDR",
+                   help="unix:///path or tcp://host:port; repeatable (default unix:///run/nsinspect/agent.sock)")
+    p.add_argument("--cri-endpoint", default=os.environ.get("NSINSPECT_CRI_ENDPOINT"),
+                   help="CRI socket (default: $NSINSPECT_CRI_ENDPOINT, else the first standard socket found)")
+    p.add_argument("--cri-timeout", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--runtime-state-dir", action="append", type=Path, metavar="DIR",
+                   help="runtime state dir for the /proc fallback (containerd's root of task bundles); repeatable")
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME", os.uname().nodename))
+    p.add_argument("--max-workers", type=int, default=16)
+    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+
+    endpoint = find_endpoint(args.cri_endpoint)
+    cri = CriResolver(CriClient(endpoint, timeout=args.cri_timeout)) if endpoint else None
+    state_dirs = args.runtime_state_dir or list(DEFAULT_STATE_DIRS)
+    resolver = Resolver(cri, ProcResolver(state_dirs))
+    service = AgentService(resolver, args.node_name)
+    server, bound = build_server(service, args.listen or ["unix:///run/nsinspect/agent.sock"], args.max_workers)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    log.info("agent serving", extra={"listen": bound, "cri_endpoint": endpoint or "", "node": args.node_name,
+                                     "state_dirs": [str(d) for d in state_dirs]})
+    stop.wait()
+    log.info("agent stopping")
+    server.stop(grace=2).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

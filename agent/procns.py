@@ -1,0 +1,121 @@
+"""Read a process's namespaces from /proc without ever attributing them to the wrong process.
+
+A /proc/PID directory fd stays bound to the process it was opened for: once that process is
+gone, reads through it fail instead of reaching a newer process that reused the PID. We also
+hold a pidfd and check afterwards that the process is still alive, and compare start times with
+what the caller expects, so a PID recycled between resolution and reading is refused too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+
+from nsinspect.agent.model import FOR_CHILDREN, NS_TYPES, HostInfo, NamespaceId, ProcessNamespaces
+
+_GONE = (errno.ESRCH, errno.ENOENT)
+
+
+def _stat_fields(dirfd: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
+    fd = os.open("stat", os.O_RDONLY, dir_fd=dirfd)
+    try:
+        raw = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    return raw[raw.rindex(b")") + 2:].decode().split()
+
+
+def start_time(pid: int) -> int:
+    """Start time in clock ticks after boot; raises ProcessLookupError when there is no such process."""
+    try:
+        dirfd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    try:
+        return int(_stat_fields(dirfd)[19])
+    except OSError as err:
+        if err.errno in _GONE:
+            raise ProcessLookupError(pid) from None
+        raise
+    finally:
+        os.close(dirfd)
+
+
+def read_namespaces(pid: int, expect_start: int = 0, types: Iterable[str] = NS_TYPES) -> ProcessNamespaces:
+    """The namespaces of `pid`; with `expect_start`, only if it is still that very process."""
+    gone = ProcessNamespaces(pid=pid, start_time=expect_start, gone=True, error="process exited")
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return gone
+    try:
+        dirfd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        os.close(pidfd)
+        return gone
+    try:
+        fields = _stat_fields(dirfd)
+        started = int(fields[19])
+        if fields[0] in ("Z", "X"):
+            return gone
+        if expect_start and started != expect_start:
+            return ProcessNamespaces(pid=pid, start_time=expect_start, gone=True,
+                                     error=f"PID {pid} now belongs to another process")
+        ids: dict[str, NamespaceId] = {}
+        children: dict[str, NamespaceId] = {}
+        for ns in types:
+            try:
+                st = os.stat(f"ns/{ns}", dir_fd=dirfd)
+            except FileNotFoundError:
+                continue  # a type this kernel lacks (the process itself is checked below)
+            ids[ns] = NamespaceId(ns, st.st_dev, st.st_ino)
+            if ns in FOR_CHILDREN:
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(f"ns/{FOR_CHILDREN[ns]}", dir_fd=dirfd)
+                    if (st.st_dev, st.st_ino) != (ids[ns].dev, ids[ns].ino):
+                        children[ns] = NamespaceId(ns, st.st_dev, st.st_ino)
+        signal.pidfd_send_signal(pidfd, 0)  # still alive, so nothing above came from a successor
+        if not ids:
+            return gone
+        return ProcessNamespaces(pid=pid, start_time=started, ids=ids, for_children=children)
+    except ProcessLookupError:
+        return gone
+    except PermissionError as err:
+        return ProcessNamespaces(pid=pid, start_time=expect_start, error=f"access denied: {err.strerror}")
+    except OSError as err:
+        if err.errno in _GONE:
+            return gone
+        raise
+    finally:
+        os.close(dirfd)
+        os.close(pidfd)
+
+
+def host_reference_pid() -> int:
+    """PID 1, or kthreadd (PID 2) where PID 1 refuses to be read (some sandboxes); both hold
+    the initial namespaces on an ordinary node."""
+    try:
+        os.stat("/proc/1/ns/mnt")
+    except PermissionError:
+        return 2
+    return 1
+
+
+@cache
+def cgroup_mode() -> str:
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        return "v2"
+    if (root / "unified" / "cgroup.controllers").exists():
+        return "hybrid"
+    return "v1"
+
+
+def read_host() -> HostInfo:
+    return HostInfo(read_namespaces(host_reference_pid()), cgroup_mode())

@@ -1,0 +1,76 @@
+"""Pick the source of truth for a pod: the runtime's CRI API, else /proc and the runtime's bundles.
+
+When CRI fails, callers are answered from /proc at once, and CRI is not asked again for
+`retry_after` seconds, so a dead runtime costs one timeout, not one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from nsinspect.agent.cri_resolver import CriResolver
+from nsinspect.agent.errors import NotFound, RuntimeUnavailable
+from nsinspect.agent.model import PodInfo, PodRef
+from nsinspect.agent.proc_resolver import ProcResolver
+
+log = logging.getLogger(__name__)
+
+
+class Resolver:
+    def __init__(self, cri: CriResolver | None, proc: ProcResolver, retry_after: float = 1.0) -> None:
+        self.cri = cri
+        self.proc = proc
+        self.retry_after = retry_after
+        self._cri_down_until = 0.0
+        self._cri_error = "no CRI endpoint configured or found" if cri is None else ""
+        self._lock = threading.Lock()
+
+    def _cri_usable(self) -> CriResolver | None:
+        with self._lock:
+            return self.cri if self.cri is not None and time.monotonic() >= self._cri_down_until else None
+
+    def _cri_failed(self, err: RuntimeUnavailable) -> None:
+        with self._lock:
+            if not self._cri_down_until or time.monotonic() >= self._cri_down_until:
+                log.warning("CRI unavailable, answering from /proc", extra={"error": str(err)})
+            self._cri_down_until = time.monotonic() + self.retry_after
+            self._cri_error = str(err)
+
+    def _cri_ok(self) -> None:
+        with self._lock:
+            if self._cri_down_until:
+                log.info("CRI is back")
+            self._cri_down_until = 0.0
+
+    def resolve(self, ref: PodRef, fresh: bool = False) -> PodInfo:
+        if (cri := self._cri_usable()) is not None:
+            try:
+                pod = cri.resolve(ref, fresh)
+            except RuntimeUnavailable as err:
+                self._cri_failed(err)
+            else:
+                self._cri_ok()
+                return pod
+        try:
+            return self.proc.resolve(ref)
+        except NotFound:
+            raise
+        except OSError as err:
+            raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
+
+    def list_pods(self) -> tuple[list[PodInfo], bool]:
+        """Every pod on the node, and whether CRI (rather than /proc) answered."""
+        if (cri := self._cri_usable()) is not None:
+            try:
+                pods = cri.list_pods()
+            except RuntimeUnavailable as err:
+                self._cri_failed(err)
+            else:
+                self._cri_ok()
+                return pods, True
+        try:
+            return self.proc.list_pods(), False
+        except OSError as err:
+            raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err

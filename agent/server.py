@@ -1,0 +1,98 @@
+"""The gRPC face of the agent: nsinspect.v1.Agent plus standard health checking and reflection.
+
+Every handler runs behind `_errors`, which turns the agent's exception family into precise
+status codes and anything unexpected into INTERNAL, so one bad request never takes the agent down.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from nsinspect.agent import nodemap, procns, validate, wire
+from nsinspect.agent.errors import NsinspectError
+from nsinspect.agent.inspector import Inspector
+from nsinspect.agent.resolver import Resolver
+from nsinspect.proto import agent_pb2 as pb
+from nsinspect.proto import agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
+R = TypeVar("R")
+
+
+def _errors(method: Callable[[Any, Any, grpc.ServicerContext], R]) -> Callable[[Any, Any, grpc.ServicerContext], R]:
+    @functools.wraps(method)
+    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+        try:
+            return method(self, request, context)
+        except NsinspectError as err:
+            log.info("request refused", extra={"rpc": method.__name__, "code": err.code, "error": str(err)})
+            context.abort(grpc.StatusCode[err.code], str(err))
+        except Exception:
+            log.exception("request failed", extra={"rpc": method.__name__})
+            context.abort(grpc.StatusCode.INTERNAL, "internal error in the agent (details are in its log)")
+        raise AssertionError("unreachable: context.abort raises")
+
+    return handler
+
+
+class AgentService(pb_grpc.AgentServicer):
+    def __init__(self, resolver: Resolver, node_name: str = "") -> None:
+        self.resolver = resolver
+        self.inspector = Inspector(resolver)
+        self.node_name = node_name
+
+    @_errors
+    def Inspect(self, request: pb.InspectRequest, context: grpc.ServicerContext) -> pb.InspectResponse:
+        ref = validate.pod_ref(request.pod.namespace, request.pod.name, request.pod.uid)
+        container = validate.container_name(request.container)
+        result = self.inspector.inspect(ref, container, wire.facts_from_pb(request.facts))
+        return wire.inspection(result, self.node_name)
+
+    @_errors
+    def NodeMap(self, request: pb.NodeMapRequest, context: grpc.ServicerContext) -> pb.NodeMapResponse:
+        types = validate.ns_types(request.types)
+        pods, from_cri = self.resolver.list_pods()
+        host = procns.read_host()
+        return wire.node_map(nodemap.build_node_map(pods, host, types), host, from_cri, self.node_name)
+
+
+def _bind_address(listen: str) -> str:
+    """`unix:///path` or `tcp://host:port` (or plain host:port) as grpc wants it."""
+    if listen.startswith("unix://"):
+        path = Path(listen.removeprefix("unix://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # a stale socket from a previous run
+        return f"unix:{path}"
+    return listen.removeprefix("tcp://")
+
+
+def build_server(service: AgentService, listens: Sequence[str], max_workers: int = 16) -> tuple[grpc.Server, list[str]]:
+    """A started-ready (not yet started) server and the addresses it bound, with TCP ports resolved."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+                         options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_AgentServicer_to_server(service, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = []
+    for listen in listens:
+        address = _bind_address(listen)
+        port = server.add_insecure_port(address)
+        if address.startswith("unix:"):
+            Path(address.removeprefix("unix:")).chmod(0o600)
+            bound.append(f"unix://{address.removeprefix('unix:')}")
+        else:
+            bound.append(f"tcp://{address.rsplit(':', 1)[0]}:{port}")
+    return server, bound
