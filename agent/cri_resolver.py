@@ -68,6 +68,7 @@ class CriResolver:
     def __init__(self, client: CriClient) -> None:
         self.client = client
         self._cache: OrderedDict[str, _Process] = OrderedDict()
+        self._sandboxes: OrderedDict[PodRef, cri.PodSandbox] = OrderedDict()
         self._lock = threading.Lock()
         self._runtime = ""
 
@@ -115,12 +116,24 @@ class CriResolver:
                                                      _options_from_json(sec.get("namespace_options"))))
 
     def resolve(self, ref: PodRef, fresh: bool = False) -> PodInfo:
-        """The pod as the runtime sees it now; `fresh` bypasses the PID cache."""
-        sandboxes = self.client.list_sandboxes(pod_labels(ref))
-        if not sandboxes:
-            raise NotFound(f"pod {ref} not found on this node")
-        # A restarted pod leaves old sandboxes behind: the ready one wins, then the newest.
-        sb = max(sandboxes, key=lambda s: (s.state == cri.SANDBOX_READY, s.created_at))
+        """The pod as the runtime sees it now; `fresh` bypasses the caches.
+
+        A cached ready sandbox is reused without listing sandboxes again: if it has since been
+        replaced, its process is gone, the reader sees that by its start time, and asks again fresh.
+        """
+        with self._lock:
+            sb = None if fresh else self._sandboxes.get(ref)
+        if sb is None:
+            sandboxes = self.client.list_sandboxes(pod_labels(ref))
+            if not sandboxes:
+                raise NotFound(f"pod {ref} not found on this node")
+            # A restarted pod leaves old sandboxes behind: the ready one wins, then the newest.
+            sb = max(sandboxes, key=lambda s: (s.state == cri.SANDBOX_READY, s.created_at))
+            if sb.state == cri.SANDBOX_READY:
+                with self._lock:
+                    self._sandboxes[ref] = sb
+                    while len(self._sandboxes) > CACHE_SIZE:
+                        self._sandboxes.popitem(last=False)
         return self._pod(sb, self.client.list_containers(sandbox_id=sb.id), fresh)
 
     def _pod(self, sb: cri.PodSandbox, containers: list[cri.Container], fresh: bool) -> PodInfo:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from nsinspect.agent.bundles import DEFAULT_STATE_DIRS, Bundle, BundleStore, read_pid, read_status
+from nsinspect.agent.bundles import DEFAULT_STATE_DIRS, Bundle, BundleStore, read_pid
 from nsinspect.agent.cgroups import (
     CGROUP_MOUNT,
     CgroupTree,
@@ -131,18 +131,13 @@ class ProcResolver:
         pid_of = {m.process.pid: m.bundle.id for m in containers if m.process}
         infos = []
         for m in containers:
-            status = read_status(m.bundle)
-            if m.process is not None:
-                state = "running"
-            elif (status and status.started_at) or (m.bundle.pid_file and m.bundle.pid_file.exists()):
-                state = "exited"
-            else:
-                state = "created" if status or m.bundle.runtime == "cri-o" else "unknown"
+            # A containerd bundle is a task, so it started; a CRI-O container starts when its pidfile appears.
+            started = m.bundle.runtime == "containerd" or bool(m.bundle.pid_file and m.bundle.pid_file.exists())
+            state = "running" if m.process else "exited" if started else "created"
             infos.append(ContainerInfo(
                 name=m.bundle.name, id=m.bundle.id, state=state, pid=m.process.pid if m.process else 0,
                 image=m.bundle.image, start_time=m.process.start_time if m.process else 0,
-                options=self._options(m.bundle, sb.bundle, sb_pid, pid_of),
-                created_at=status.created_at if status and status.created_at else m.bundle.created_at,
+                options=self._options(m.bundle, sb.bundle, sb_pid, pid_of), created_at=m.bundle.created_at,
             ))
         infos.sort(key=lambda c: (c.created_at, c.start_time, c.name))
         first = sb.bundle

@@ -70,10 +70,14 @@ def read_namespaces(pid: int, expect_start: int = 0, types: Iterable[str] = NS_T
         ids: dict[str, NamespaceId] = {}
         children: dict[str, NamespaceId] = {}
         for ns in types:
+            if ns not in kernel_types():
+                continue
             try:
                 st = os.stat(f"ns/{ns}", dir_fd=dirfd)
             except FileNotFoundError:
-                continue  # a type this kernel lacks (the process itself is checked below)
+                # An exiting process drops its namespaces (all but pid and user) before it
+                # becomes a zombie, while it can still be signalled: report it gone, not partial.
+                return gone
             ids[ns] = NamespaceId(ns, st.st_dev, st.st_ino)
             if ns in FOR_CHILDREN:
                 with contextlib.suppress(FileNotFoundError):
@@ -95,6 +99,12 @@ def read_namespaces(pid: int, expect_start: int = 0, types: Iterable[str] = NS_T
     finally:
         os.close(dirfd)
         os.close(pidfd)
+
+
+@cache
+def kernel_types() -> frozenset[str]:
+    """The namespace types this kernel has (time arrived in 5.6, cgroup in 4.6)."""
+    return frozenset(name for name in os.listdir("/proc/self/ns") if name in NS_TYPES)
 
 
 def host_reference_pid() -> int:

@@ -11,7 +11,7 @@ import threading
 import time
 
 from nsinspect.agent.cri_resolver import CriResolver
-from nsinspect.agent.errors import NotFound, RuntimeUnavailable
+from nsinspect.agent.errors import RuntimeUnavailable
 from nsinspect.agent.model import PodInfo, PodRef
 from nsinspect.agent.proc_resolver import ProcResolver
 
@@ -55,8 +55,8 @@ class Resolver:
                 return pod
         try:
             return self.proc.resolve(ref)
-        except NotFound:
-            raise
+        except RuntimeUnavailable as err:
+            raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback cannot answer either: {err}") from err
         except OSError as err:
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
 

@@ -1,4 +1,4 @@
-"""Kubernetes cgroup shapes and CRI-O bundles, from recorded and written-down fixtures (no lab needed).
+"""Kubernetes cgroup shapes and CRI-O and containerd bundles, from recorded and written-down fixtures (no lab needed).
 
 Every shape the kubelet and runtimes produce must give the pod UID (dashed) and the container id;
 everything else (host services, user sessions, plain Docker or Podman) must give nothing.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nsinspect.agent.bundles import BundleStore, bundle_from_spec
+from nsinspect.agent.bundles import BundleStore, Scan, bundle_from_spec
 from nsinspect.agent.cgroups import (
     CgroupMatch,
     CgroupTree,
@@ -340,21 +340,57 @@ def test_crio_unknown_pod_and_mismatched_uid(crio_state: Path, tmp_path_factory:
         resolver.resolve(PodRef("shop", "web", STATIC_UID))
 
 
-def test_unreadable_containerd_metadata_leaves_the_tasks(tmp_path: Path) -> None:
-    """A meta.db we cannot parse (or a truncated copy) costs the exited containers, nothing else."""
-    root, state = tmp_path / "root", tmp_path / "state"
-    task = state / "io.containerd.runtime.v2.task" / "k8s.io" / SANDBOX_ID
+# -- containerd task bundles ---------------------------------------------------------------------
+def _write_task(state: Path, cid: str, kind: str, pid: int | None) -> Path:
+    task = state / "io.containerd.runtime.v2.task" / "k8s.io" / cid
     task.mkdir(parents=True)
-    spec = {"annotations": {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": SANDBOX_ID,
+    spec = {"annotations": {"io.kubernetes.cri.container-type": kind, "io.kubernetes.cri.sandbox-id": SANDBOX_ID,
                             "io.kubernetes.cri.sandbox-name": "web", "io.kubernetes.cri.sandbox-namespace": "shop",
-                            "io.kubernetes.cri.sandbox-uid": UID}}
+                            "io.kubernetes.cri.sandbox-uid": UID, "io.kubernetes.cri.container-name": "app"}}
     (task / "config.json").write_text(json.dumps(spec))
-    (task / "init.pid").write_text("1")
-    (task / "work").symlink_to(root / "io.containerd.runtime.v2.task" / "k8s.io" / SANDBOX_ID)
-    db = root / "io.containerd.metadata.v1.bolt" / "meta.db"
-    db.parent.mkdir(parents=True)
-    for garbage in (b"", b"\xed\x0c\xda\xed" * 2048, os.urandom(16384)):
-        db.write_bytes(garbage)
-        scan = BundleStore([state]).scan()
-        assert scan.available
-        assert [(b.id, b.pod_name, b.pid_file) for b in scan.bundles] == [(SANDBOX_ID, "web", task / "init.pid")]
+    if pid is not None:
+        (task / "init.pid").write_text(str(pid))
+    return task
+
+
+def test_containerd_task_bundles_are_read(tmp_path: Path) -> None:
+    """Only task bundles count: anything else in the state dir (a stray meta.db) is not read; specs are cached."""
+    state = tmp_path / "state"
+    (state / "io.containerd.runtime.v2.task").mkdir(parents=True)
+    assert BundleStore([state]).scan() == Scan((), True)  # containerd up, no CRI task yet
+    sandbox = _write_task(state, SANDBOX_ID, "sandbox", 1)
+    app = _write_task(state, APP_ID, "container", None)
+    (state / "io.containerd.runtime.v2.task" / "k8s.io" / DEBUG_ID).mkdir()  # no config.json: not a bundle
+    db = state / "io.containerd.metadata.v1.bolt" / "meta.db"
+    db.parent.mkdir()
+    db.write_bytes(os.urandom(4096))
+    store = BundleStore([state])
+    scan = store.scan()
+    assert scan.available
+    by_id = {b.id: b for b in scan.bundles}
+    assert set(by_id) == {SANDBOX_ID, APP_ID}
+    assert (by_id[SANDBOX_ID].is_sandbox, by_id[SANDBOX_ID].pod_name, by_id[SANDBOX_ID].pid_file) == (
+        True, "web", sandbox / "init.pid")
+    assert (by_id[APP_ID].name, by_id[APP_ID].sandbox_id, by_id[APP_ID].pid_file) == ("app", SANDBOX_ID,
+                                                                                       app / "init.pid")
+    assert all(b.runtime == "containerd" and b.created_at == 0 for b in scan.bundles)
+    again = {b.id: b for b in store.scan().bundles}
+    assert all(again[cid] is b for cid, b in by_id.items())
+
+
+def test_containerd_task_whose_init_died_is_exited(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    infra = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        time.sleep(0.05)  # pid files are written after the processes start
+        _write_task(tmp_path, SANDBOX_ID, "sandbox", infra.pid)
+        _write_task(tmp_path, APP_ID, "container", dead.pid)
+        resolver = ProcResolver([tmp_path], cgroup_mount=tmp_path_factory.mktemp("no-cgroups"))
+        pod = resolver.resolve(PodRef("shop", "web"))
+        assert pod.runtime == "containerd" and pod.sandbox is not None
+        assert (pod.sandbox.id, pod.sandbox.pid, pod.sandbox.state) == (SANDBOX_ID, infra.pid, "ready")
+        assert [(c.name, c.id, c.state, c.pid) for c in pod.containers] == [("app", APP_ID, "exited", 0)]
+    finally:
+        infra.kill()
+        infra.wait()

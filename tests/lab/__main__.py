@@ -103,4 +103,8 @@ def run(args: argparse.Namespace, cfg: LabConfig) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `hack/lab status | head`
+        sys.stderr.close()
+        sys.exit(0)
