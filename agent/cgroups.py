@@ -215,25 +215,24 @@ def container_dirs(pod_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _subdirs(top: Path, depth: int) -> Iterator[Path]:
+def _child_dirs(top: Path) -> list[Path]:
+    """Subdirectories of a cgroup dir; none when it vanished or cannot be read."""
     try:
         with os.scandir(top) as entries:
-            dirs = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+            return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
     except OSError:
-        return
-    for d in dirs:
+        return []
+
+
+def _subdirs(top: Path, depth: int) -> Iterator[Path]:
+    for d in _child_dirs(top):
         yield d
         if depth > 1:
             yield from _subdirs(d, depth - 1)
 
 
 def _find_kubepods(top: Path, depth: int) -> Iterator[Path]:
-    try:
-        with os.scandir(top) as entries:
-            dirs = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return
-    for d in dirs:
+    for d in _child_dirs(top):
         if "kubepods" in d.name:
             yield d
         elif depth > 1 and not _CONTAINER.fullmatch(d.name):
