@@ -156,3 +156,15 @@ def test_agent_survives_abuse_without_leaking(agent: str, stub: pb_grpc.AgentStu
             stub.Inspect(pb.InspectRequest(pod=pb.PodRef(namespace="default", name=f"missing-{i}")))
         stub.Inspect(pb.InspectRequest(pod=pb.PodRef(namespace="default", name="plain")))
     assert proc.is_running() and proc.num_fds() <= before + 2
+
+
+def test_listens_on_tcp_loopback_too(lab_cfg: LabConfig, tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with running_agent(lab_cfg, tmp_path / "a.sock", "--listen", f"tcp://127.0.0.1:{port}"), \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        resp = pb_grpc.AgentStub(channel).Inspect(pb.InspectRequest(pod=pb.PodRef(namespace="default", name="plain")))
+        assert resp.pod.name == "plain"
