@@ -15,7 +15,7 @@ from nsinspect.agent.cri import CriClient, find_endpoint
 from nsinspect.agent.cri_resolver import CriResolver
 from nsinspect.agent.proc_resolver import DEFAULT_STATE_DIRS, ProcResolver
 from nsinspect.agent.resolver import Resolver
-from nsinspect.agent.server import AgentService, build_server
+from nsinspect.agent.server import AgentService, Service, build_server
 
 log = logging.getLogger("nsinspect.agent")
 _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def services(resolver: Resolver, args: argparse.Namespace) -> list[Service]:
+    """Every gRPC service the agent serves; each feature adds its own here."""
+    return [AgentService(resolver, args.node_name)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -60,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     cri = CriResolver(CriClient(endpoint, timeout=args.cri_timeout)) if endpoint else None
     state_dirs = args.runtime_state_dir or list(DEFAULT_STATE_DIRS)
     resolver = Resolver(cri, ProcResolver(state_dirs))
-    service = AgentService(resolver, args.node_name)
-    server, bound = build_server(service, args.listen or ["unix:///run/nsinspect/agent.sock"], args.max_workers)
+    server, bound = build_server(services(resolver, args), args.listen or ["unix:///run/nsinspect/agent.sock"],
+                                 args.max_workers)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +27,14 @@ from nsinspect.proto import agent_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
 R = TypeVar("R")
+
+
+class Service(Protocol):
+    """A gRPC service the agent serves: its full name (for health and reflection) and how to add it."""
+
+    name: str
+
+    def register(self, server: grpc.Server) -> None: ...
 
 
 def _errors(method: Callable[[Any, Any, grpc.ServicerContext], R]) -> Callable[[Any, Any, grpc.ServicerContext], R]:
@@ -46,10 +54,15 @@ def _errors(method: Callable[[Any, Any, grpc.ServicerContext], R]) -> Callable[[
 
 
 class AgentService(pb_grpc.AgentServicer):
+    name = SERVICE
+
     def __init__(self, resolver: Resolver, node_name: str = "") -> None:
         self.resolver = resolver
         self.inspector = Inspector(resolver)
         self.node_name = node_name
+
+    def register(self, server: grpc.Server) -> None:
+        pb_grpc.add_AgentServicer_to_server(self, server)
 
     @_errors
     def Inspect(self, request: pb.InspectRequest, context: grpc.ServicerContext) -> pb.InspectResponse:
@@ -76,16 +89,19 @@ def _bind_address(listen: str) -> str:
     return listen.removeprefix("tcp://")
 
 
-def build_server(service: AgentService, listens: Sequence[str], max_workers: int = 16) -> tuple[grpc.Server, list[str]]:
-    """A started-ready (not yet started) server and the addresses it bound, with TCP ports resolved."""
+def build_server(services: Sequence[Service], listens: Sequence[str],
+                 max_workers: int = 16) -> tuple[grpc.Server, list[str]]:
+    """A ready (not yet started) server and the addresses it bound, with TCP ports resolved."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_AgentServicer_to_server(service, server)
+    for service in services:
+        service.register(server)
+    names = [s.name for s in services]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE):
+    for name in ("", *names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     bound = []
     for listen in listens:
         address = _bind_address(listen)
