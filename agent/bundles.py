@@ -148,15 +148,18 @@ class BundleStore:
     def scan(self) -> Scan:
         bundles: dict[str, Bundle] = {}
         available = False
+        seen: set[str] = set()
         for state in self.state_dirs:
-            for found, ok in (self._containerd(state), self._crio(state)):
+            for found, ok in (self._containerd(state, seen), self._crio(state, seen)):
                 available |= ok
                 for b in found:
                     bundles.setdefault(b.id, b)
+        # Forget the specs of bundles that are gone, so churn cannot grow the cache without bound.
+        self._specs = {path: entry for path, entry in self._specs.items() if path in seen}
         return Scan(tuple(bundles.values()), available)
 
     # -- containerd -------------------------------------------------------------------------
-    def _containerd(self, state: Path) -> tuple[list[Bundle], bool]:
+    def _containerd(self, state: Path, seen: set[str]) -> tuple[list[Bundle], bool]:
         found: list[Bundle] = []
         available = False
         for task_dir in _TASK_DIRS:
@@ -168,21 +171,23 @@ class BundleStore:
             except OSError:
                 continue
             available = True
-            found.extend(self._specs_of(entries, "config.json", "containerd"))
+            found.extend(self._specs_of(entries, "config.json", "containerd", seen))
         return found, available
 
     # -- CRI-O ------------------------------------------------------------------------------
-    def _crio(self, state: Path) -> tuple[list[Bundle], bool]:
+    def _crio(self, state: Path, seen: set[str]) -> tuple[list[Bundle], bool]:
         try:
             entries = list(os.scandir(f"{state}/{_CRIO_CONTAINERS}"))
         except OSError:
             return [], False
-        return self._specs_of(entries, "userdata/config.json", "cri-o"), True
+        return self._specs_of(entries, "userdata/config.json", "cri-o", seen), True
 
-    def _specs_of(self, entries: list[os.DirEntry[str]], config: str, runtime: str) -> list[Bundle]:
+    def _specs_of(self, entries: list[os.DirEntry[str]], config: str, runtime: str,
+                  seen: set[str]) -> list[Bundle]:
         found = []
         for entry in entries:
             path = f"{entry.path}/{config}"
+            seen.add(path)
             key = _stat_key(path)
             bundle = self._spec(path, key, entry.name, runtime) if key else None
             if bundle is not None:

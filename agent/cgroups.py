@@ -137,13 +137,22 @@ def walk_proc(proc: Path = Path("/proc")) -> Iterator[ProcessCgroup]:
             yield p
 
 
+MAX_NESTED_CGROUPS = 1024
+
+
 def read_procs(cgroup_dir: Path) -> list[int]:
-    """Members of a cgroup and of its descendants (a container may nest cgroups, e.g. systemd inside)."""
+    """Members of a cgroup and of its descendants (a container may nest cgroups, e.g. systemd inside).
+
+    The subtree may be the container's to shape, so the walk is iterative and capped.
+    """
     pids: list[int] = []
-    with contextlib.suppress(OSError, ValueError):  # a cgroup removed meanwhile has no members
-        pids.extend(int(p) for p in (cgroup_dir / "cgroup.procs").read_text().split())
-    for sub in _subdirs(cgroup_dir, depth=1):
-        pids.extend(read_procs(sub))
+    todo, visited = [cgroup_dir], 0
+    while todo and visited < MAX_NESTED_CGROUPS:
+        current = todo.pop()
+        visited += 1
+        with contextlib.suppress(OSError, ValueError):  # a cgroup removed meanwhile has no members
+            pids.extend(int(p) for p in (current / "cgroup.procs").read_text().split())
+        todo.extend(_child_dirs(current))
     return pids
 
 

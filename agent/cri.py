@@ -63,7 +63,6 @@ class CriClient:
             ("grpc.max_reconnect_backoff_ms", 1000),
         ])
         self.runtime = cri_grpc.RuntimeServiceStub(self._channel)
-        self.images = cri_grpc.ImageServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -83,7 +82,9 @@ class CriClient:
                 raise NotFound(f"{what or 'object'} not found in the runtime: {detail}") from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
                 raise RuntimeUnavailable(f"container runtime at {self.endpoint} is unavailable: {detail}") from None
-            raise
+            # Any other failure means the runtime cannot answer this now: callers fall back to /proc.
+            name = code.name if code else "error"
+            raise RuntimeUnavailable(f"container runtime at {self.endpoint} failed ({name}): {detail}") from None
 
     def version(self) -> cri.VersionResponse:
         return self._call(self.runtime.Version, cri.VersionRequest())  # type: ignore[no-any-return]

@@ -30,9 +30,10 @@ class _Process:
     """What the verbose status told us about one sandbox or container, plus its start time."""
 
     pid: int
-    start_time: int
+    start_time: int  # 0: the process was already gone, so it is never read (and never cached)
     options: NamespaceOptions | None
     hostname: str = ""
+    privileged: bool = False
 
 
 def mode_name(value: int) -> str:
@@ -79,6 +80,8 @@ class CriResolver:
         return self._runtime
 
     def _remember(self, key: str, proc: _Process) -> _Process:
+        if not proc.start_time:
+            return proc
         with self._lock:
             self._cache[key] = proc
             self._cache.move_to_end(key)
@@ -113,16 +116,19 @@ class CriResolver:
         pid = int(info.get("pid") or 0)
         sec = info.get("config", {}).get("linux", {}).get("security_context", {})
         return self._remember(container_id, _Process(pid, _start_time(pid),
-                                                     _options_from_json(sec.get("namespace_options"))))
+                                                     _options_from_json(sec.get("namespace_options")),
+                                                     privileged=bool(sec.get("privileged", False))))
 
     def resolve(self, ref: PodRef, fresh: bool = False) -> PodInfo:
         """The pod as the runtime sees it now; `fresh` bypasses the caches.
 
-        A cached ready sandbox is reused without listing sandboxes again: if it has since been
-        replaced, its process is gone, the reader sees that by its start time, and asks again fresh.
+        A cached ready sandbox is reused without listing sandboxes again, but only while its init
+        process is still the one we saw (same start time): a stopped or replaced sandbox is relisted.
         """
         with self._lock:
             sb = None if fresh else self._sandboxes.get(ref)
+        if sb is not None and not self._still_running(sb.id):
+            sb = None
         if sb is None:
             sandboxes = self.client.list_sandboxes(pod_labels(ref))
             if not sandboxes:
@@ -135,6 +141,11 @@ class CriResolver:
                     while len(self._sandboxes) > CACHE_SIZE:
                         self._sandboxes.popitem(last=False)
         return self._pod(sb, self.client.list_containers(sandbox_id=sb.id), fresh)
+
+    def _still_running(self, sandbox_id: str) -> bool:
+        with self._lock:
+            proc = self._cache.get(sandbox_id)
+        return proc is not None and _start_time(proc.pid) == proc.start_time
 
     def _pod(self, sb: cri.PodSandbox, containers: list[cri.Container], fresh: bool) -> PodInfo:
         proc = self._sandbox_process(sb.id, fresh) if sb.state == cri.SANDBOX_READY else None
@@ -162,7 +173,7 @@ class CriResolver:
                 name=c.metadata.name, id=c.id, state=CONTAINER_STATES.get(c.state, "unknown"),
                 pid=proc.pid if proc else 0, image=c.image.image or c.image_ref,
                 start_time=proc.start_time if proc else 0, options=proc.options if proc else None,
-                created_at=c.created_at,
+                created_at=c.created_at, privileged=proc.privileged if proc else False,
             ))
         return tuple(result)
 

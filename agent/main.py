@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from nsinspect.agent import procns
 from nsinspect.agent.cri import CriClient, find_endpoint
 from nsinspect.agent.cri_resolver import CriResolver
 from nsinspect.agent.proc_resolver import DEFAULT_STATE_DIRS, ProcResolver
@@ -61,12 +62,19 @@ def main(argv: list[str] | None = None) -> int:
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
 
+    if not procns.in_host_pid_namespace():
+        log.error("the agent must run in the node's pid namespace (hostPID: true); refusing to start")
+        return 1
     endpoint = find_endpoint(args.cri_endpoint)
     cri = CriResolver(CriClient(endpoint, timeout=args.cri_timeout)) if endpoint else None
     state_dirs = args.runtime_state_dir or list(DEFAULT_STATE_DIRS)
     resolver = Resolver(cri, ProcResolver(state_dirs))
-    server, bound = build_server(services(resolver, args), args.listen or ["unix:///run/nsinspect/agent.sock"],
-                                 args.max_workers)
+    try:
+        server, bound = build_server(services(resolver, args), args.listen or ["unix:///run/nsinspect/agent.sock"],
+                                     args.max_workers)
+    except (ValueError, RuntimeError) as err:
+        log.error("cannot listen", extra={"error": str(err)})
+        return 1
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -27,7 +27,9 @@ class PodRef:
     uid: str = ""
 
     def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.name else f"uid {self.uid}"
+        if self.name:
+            return f"{self.namespace}/{self.name}"
+        return f"uid {self.uid}" + (f" in namespace {self.namespace}" if self.namespace else "")
 
 
 @dataclass(frozen=True, order=True)
@@ -43,14 +45,6 @@ class NamespaceId:
 
 
 @dataclass(frozen=True)
-class ProcessRef:
-    """A process identity that survives PID reuse: the PID plus its start time (clock ticks)."""
-
-    pid: int
-    start_time: int
-
-
-@dataclass(frozen=True)
 class ProcessNamespaces:
     """What one read of /proc/PID/ns gave; `gone` when the process exited or its PID was reused."""
 
@@ -60,10 +54,6 @@ class ProcessNamespaces:
     for_children: Mapping[str, NamespaceId] = field(default_factory=dict)
     gone: bool = False
     error: str = ""
-
-    @property
-    def ref(self) -> ProcessRef:
-        return ProcessRef(self.pid, self.start_time)
 
 
 @dataclass(frozen=True)
@@ -113,6 +103,7 @@ class ContainerInfo:
     start_time: int = 0
     options: NamespaceOptions | None = None
     created_at: int = 0
+    privileged: bool = False  # privileged containers keep the host's cgroup namespace
 
 
 @dataclass(frozen=True)
@@ -188,11 +179,12 @@ class ContainerVerification:
 
     @property
     def verdict(self) -> Verdict:
-        return worst(c.verdict for c in self.checks)
+        """A container with no check at all (nothing was readable) is UNKNOWN, never OK."""
+        return worst(c.verdict for c in self.checks) if self.checks else Verdict.UNKNOWN
 
 
 def worst(verdicts: Iterable[Verdict]) -> Verdict:
-    """MISMATCH beats UNKNOWN beats OK; no verdicts at all is OK."""
+    """MISMATCH beats UNKNOWN beats OK; callers decide what an empty set means."""
     seen = set(verdicts)
     for v in (Verdict.MISMATCH, Verdict.UNKNOWN):
         if v in seen:

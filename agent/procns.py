@@ -50,55 +50,59 @@ def start_time(pid: int) -> int:
 def read_namespaces(pid: int, expect_start: int = 0, types: Iterable[str] = NS_TYPES) -> ProcessNamespaces:
     """The namespaces of `pid`; with `expect_start`, only if it is still that very process."""
     gone = ProcessNamespaces(pid=pid, start_time=expect_start, gone=True, error="process exited")
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return gone
-    try:
-        dirfd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        os.close(pidfd)
-        return gone
-    try:
-        fields = _stat_fields(dirfd)
-        started = int(fields[19])
-        if fields[0] in ("Z", "X"):
+    with contextlib.ExitStack() as fds:
+        try:
+            pidfd = os.pidfd_open(pid)
+            fds.callback(os.close, pidfd)
+            dirfd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
+            fds.callback(os.close, dirfd)
+        except (ProcessLookupError, FileNotFoundError):
             return gone
-        if expect_start and started != expect_start:
-            return ProcessNamespaces(pid=pid, start_time=expect_start, gone=True,
-                                     error=f"PID {pid} now belongs to another process")
-        ids: dict[str, NamespaceId] = {}
-        children: dict[str, NamespaceId] = {}
-        for ns in types:
-            if ns not in kernel_types():
-                continue
-            try:
-                st = os.stat(f"ns/{ns}", dir_fd=dirfd)
-            except FileNotFoundError:
-                # An exiting process drops its namespaces (all but pid and user) before it
-                # becomes a zombie, while it can still be signalled: report it gone, not partial.
+        except OSError as err:
+            return ProcessNamespaces(pid=pid, start_time=expect_start, error=f"cannot open /proc/{pid}: {err.strerror}")
+        try:
+            return _read_open(pid, pidfd, dirfd, expect_start, tuple(types)) or gone
+        except ProcessLookupError:
+            return gone
+        except PermissionError as err:
+            return ProcessNamespaces(pid=pid, start_time=expect_start, error=f"access denied: {err.strerror}")
+        except OSError as err:
+            if err.errno in _GONE:
                 return gone
-            ids[ns] = NamespaceId(ns, st.st_dev, st.st_ino)
-            if ns in FOR_CHILDREN:
-                with contextlib.suppress(FileNotFoundError):
-                    st = os.stat(f"ns/{FOR_CHILDREN[ns]}", dir_fd=dirfd)
-                    if (st.st_dev, st.st_ino) != (ids[ns].dev, ids[ns].ino):
-                        children[ns] = NamespaceId(ns, st.st_dev, st.st_ino)
-        signal.pidfd_send_signal(pidfd, 0)  # still alive, so nothing above came from a successor
-        if not ids:
-            return gone
-        return ProcessNamespaces(pid=pid, start_time=started, ids=ids, for_children=children)
-    except ProcessLookupError:
-        return gone
-    except PermissionError as err:
-        return ProcessNamespaces(pid=pid, start_time=expect_start, error=f"access denied: {err.strerror}")
-    except OSError as err:
-        if err.errno in _GONE:
-            return gone
-        raise
-    finally:
-        os.close(dirfd)
-        os.close(pidfd)
+            raise
+
+
+def _read_open(pid: int, pidfd: int, dirfd: int, expect_start: int,
+               types: tuple[str, ...]) -> ProcessNamespaces | None:
+    """The read itself, through fds already bound to the process; None when it turns out gone."""
+    fields = _stat_fields(dirfd)
+    started = int(fields[19])
+    if fields[0] in ("Z", "X"):
+        return None
+    if expect_start and started != expect_start:
+        return ProcessNamespaces(pid=pid, start_time=expect_start, gone=True,
+                                 error=f"PID {pid} now belongs to another process")
+    ids: dict[str, NamespaceId] = {}
+    children: dict[str, NamespaceId] = {}
+    for ns in types:
+        if ns not in kernel_types():
+            continue
+        try:
+            st = os.stat(f"ns/{ns}", dir_fd=dirfd)
+        except FileNotFoundError:
+            # An exiting process drops its namespaces (all but pid and user) before it becomes
+            # a zombie, while it can still be signalled: report it gone, not partial.
+            return None
+        ids[ns] = NamespaceId(ns, st.st_dev, st.st_ino)
+        if ns in FOR_CHILDREN:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(f"ns/{FOR_CHILDREN[ns]}", dir_fd=dirfd)
+                if (st.st_dev, st.st_ino) != (ids[ns].dev, ids[ns].ino):
+                    children[ns] = NamespaceId(ns, st.st_dev, st.st_ino)
+    signal.pidfd_send_signal(pidfd, 0)  # still alive, so nothing above came from a successor
+    if not ids:
+        return None
+    return ProcessNamespaces(pid=pid, start_time=started, ids=ids, for_children=children)
 
 
 @cache
@@ -115,6 +119,13 @@ def host_reference_pid() -> int:
     except PermissionError:
         return 2
     return 1
+
+
+def in_host_pid_namespace() -> bool:
+    """True when this process sees the node's PIDs (hostPID); otherwise "host" would mean our own pod."""
+    with open("/proc/self/status") as f:
+        nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+    return len(nspid) == 1
 
 
 @cache

@@ -11,7 +11,7 @@ import threading
 import time
 
 from nsinspect.agent.cri_resolver import CriResolver
-from nsinspect.agent.errors import RuntimeUnavailable
+from nsinspect.agent.errors import NotFound, RuntimeUnavailable
 from nsinspect.agent.model import PodInfo, PodRef
 from nsinspect.agent.proc_resolver import ProcResolver
 
@@ -45,6 +45,15 @@ class Resolver:
             self._cri_down_until = 0.0
 
     def resolve(self, ref: PodRef, fresh: bool = False) -> PodInfo:
+        """The pod `ref` names, from the best source; every part of `ref` that is given must match."""
+        pod = self._resolve(ref, fresh)
+        for part, want, got in (("namespace", ref.namespace, pod.namespace), ("name", ref.name, pod.name),
+                                ("UID", ref.uid, pod.uid)):
+            if want and want != got:
+                raise NotFound(f"pod {ref} not found on this node (its {part} is not {want!r})")
+        return pod
+
+    def _resolve(self, ref: PodRef, fresh: bool) -> PodInfo:
         if (cri := self._cri_usable()) is not None:
             try:
                 pod = cri.resolve(ref, fresh)

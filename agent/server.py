@@ -7,11 +7,13 @@ status codes and anything unexpected into INTERNAL, so one bad request never tak
 from __future__ import annotations
 
 import functools
+import inspect
+import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -37,20 +39,38 @@ class Service(Protocol):
     def register(self, server: grpc.Server) -> None: ...
 
 
-def _errors(method: Callable[[Any, Any, grpc.ServicerContext], R]) -> Callable[[Any, Any, grpc.ServicerContext], R]:
+def _abort(context: grpc.ServicerContext, rpc: str, err: Exception) -> NoReturn:
+    current = getattr(context, "code", lambda: None)()  # ServicerContext.code(): grpc >= 1.38, untyped
+    if current not in (None, grpc.StatusCode.OK):
+        raise err  # the handler already aborted with its own status: keep it
+    if isinstance(err, NsinspectError):
+        log.info("request refused", extra={"rpc": rpc, "code": err.code, "error": str(err)})
+        context.abort(grpc.StatusCode[err.code], str(err))
+    log.error("request failed", extra={"rpc": rpc}, exc_info=err)
+    context.abort(grpc.StatusCode.INTERNAL, "internal error in the agent (details are in its log)")
+    raise AssertionError("unreachable: context.abort raises")
+
+
+def _errors(method: Callable[..., R]) -> Callable[..., R]:
+    """Turn the exception family into precise status codes, for unary and streaming handlers alike."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except Exception as err:
+                _abort(context, method.__name__, err)
+
+        return stream  # type: ignore[return-value]
+
     @functools.wraps(method)
-    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> R:
         try:
             return method(self, request, context)
-        except NsinspectError as err:
-            log.info("request refused", extra={"rpc": method.__name__, "code": err.code, "error": str(err)})
-            context.abort(grpc.StatusCode[err.code], str(err))
-        except Exception:
-            log.exception("request failed", extra={"rpc": method.__name__})
-            context.abort(grpc.StatusCode.INTERNAL, "internal error in the agent (details are in its log)")
-        raise AssertionError("unreachable: context.abort raises")
+        except Exception as err:
+            _abort(context, method.__name__, err)
 
-    return handler
+    return unary
 
 
 class AgentService(pb_grpc.AgentServicer):
@@ -80,20 +100,35 @@ class AgentService(pb_grpc.AgentServicer):
 
 
 def _bind_address(listen: str) -> str:
-    """`unix:///path` or `tcp://host:port` (or plain host:port) as grpc wants it."""
+    """`unix:///path` or `tcp://host:port` (or plain host:port) as grpc wants it.
+
+    TCP is loopback only: the agent is root on the node, and there is no authentication on a
+    plain port (in a cluster, users reach it through the API server's port-forward).
+    """
     if listen.startswith("unix://"):
         path = Path(listen.removeprefix("unix://"))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # a stale socket from a previous run
         return f"unix:{path}"
-    return listen.removeprefix("tcp://")
+    address = listen.removeprefix("tcp://")
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"refusing to listen on {listen}: TCP is allowed on loopback addresses only")
+    return address
 
 
-def build_server(services: Sequence[Service], listens: Sequence[str],
-                 max_workers: int = 16) -> tuple[grpc.Server, list[str]]:
-    """A ready (not yet started) server and the addresses it bound, with TCP ports resolved."""
+def build_server(services: Sequence[Service], listens: Sequence[str], max_workers: int = 16,
+                 max_concurrent_rpcs: int = 256) -> tuple[grpc.Server, list[str]]:
+    """A ready (not yet started) server and the addresses it bound, with TCP ports resolved.
+
+    Calls beyond `max_concurrent_rpcs` are refused with RESOURCE_EXHAUSTED instead of queueing.
+    """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                         options=[("grpc.so_reuseport", 0)])
+                         options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=max_concurrent_rpcs)
     for service in services:
         service.register(server)
     names = [s.name for s in services]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from nsinspect.agent.errors import InvalidArgument
 from nsinspect.agent.model import NS_TYPES, PodRef
@@ -32,10 +32,12 @@ def dns_subdomain(value: str, what: str) -> str:
 
 
 def pod_ref(namespace: str, name: str, uid: str) -> PodRef:
+    """A valid reference; a namespace given with a UID must hold that pod (checked on resolution)."""
     if not name and not uid:
         raise InvalidArgument("a pod name or UID is required")
-    if name:
+    if namespace or name:
         dns_label(namespace or "default", "namespace")
+    if name:
         dns_subdomain(name, "pod name")
     if uid and not _UID.fullmatch(uid):
         raise InvalidArgument(f"invalid pod UID {_show(uid)}")
@@ -44,6 +46,12 @@ def pod_ref(namespace: str, name: str, uid: str) -> PodRef:
 
 def container_name(name: str) -> str:
     return dns_label(name, "container name") if name else ""
+
+
+def target_container_names(targets: Mapping[str, str]) -> dict[str, str]:
+    if len(targets) > 256:
+        raise InvalidArgument("too many targetContainerName entries")
+    return {dns_label(k, "container name"): dns_label(v, "targetContainerName") for k, v in targets.items()}
 
 
 def ns_types(types: Iterable[str]) -> tuple[str, ...]:

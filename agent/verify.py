@@ -78,7 +78,8 @@ def pid_intent(pod: PodInfo, container: ContainerInfo, given: PodFacts) -> tuple
     return "", ""
 
 
-def expectation(type_: str, facts: Facts, intent: tuple[str, str] = ("", "")) -> Expectation:
+def expectation(type_: str, facts: Facts, intent: tuple[str, str] = ("", ""),
+                privileged: bool = False) -> Expectation:
     if type_ in ("net", "uts"):
         return Expectation(HOST, "hostNetwork") if facts.host_network else Expectation(SANDBOX, "pod network")
     if type_ == "ipc":
@@ -95,6 +96,8 @@ def expectation(type_: str, facts: Facts, intent: tuple[str, str] = ("", "")) ->
     if type_ == "mnt":
         return Expectation(OWN, "mount namespaces are never shared")
     if type_ == "cgroup":
+        if privileged:
+            return Expectation(HOST, "privileged containers keep the host's cgroup namespace")
         if facts.cgroup_mode == "v2":
             return Expectation(OWN, "cgroup v2")
         return Expectation(HOST, f"cgroup {facts.cgroup_mode}: runtimes make private cgroup namespaces only on v2")
@@ -129,7 +132,7 @@ class _Verifier:
         self.expected: dict[str, dict[str, Expectation]] = {}
         for c in pod.containers:
             intent = pid_intent(pod, c, given)
-            self.expected[c.name] = {t: expectation(t, facts, intent) for t in NS_TYPES}
+            self.expected[c.name] = {t: expectation(t, facts, intent, c.privileged) for t in NS_TYPES}
 
     def actual(self, name: str, type_: str) -> str:
         """Who else holds this container's namespace; sharers that target it do not count."""

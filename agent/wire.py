@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from nsinspect.agent import validate
 from nsinspect.agent.inspector import Inspection
 from nsinspect.agent.model import (
     ContainerInfo,
@@ -29,7 +30,7 @@ def facts_from_pb(msg: pb.PodFacts) -> PodFacts:
 
     return PodFacts(host_network=opt("host_network"), host_pid=opt("host_pid"), host_ipc=opt("host_ipc"),
                     share_process_namespace=opt("share_process_namespace"), host_users=opt("host_users"),
-                    target_container_name=dict(msg.target_container_name))
+                    target_container_name=validate.target_container_names(msg.target_container_name))
 
 
 def namespace(ns: NamespaceId) -> pb.Namespace:

@@ -23,7 +23,7 @@ def _common(p: argparse.ArgumentParser, pod: bool = True) -> None:
                    help="output format (default text)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per-request timeout")
     if pod:
-        p.add_argument("pod", metavar="POD", help="pod name")
+        p.add_argument("pod", metavar="POD", nargs="?", default="", help="pod name (or give --uid)")
         p.add_argument("-n", "--namespace", default="default", help="the pod's namespace (default: default)")
         p.add_argument("--uid", default="", help="the pod's UID (instead of, or as well as, its name)")
 
@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "pod") and not (args.pod or args.uid):
+        parser.error(f"{args.command}: a pod name or --uid is required")
     module, func = args.run.split(":")
     run: Any = getattr(importlib.import_module(module), func)
     try:

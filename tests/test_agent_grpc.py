@@ -151,11 +151,30 @@ def test_cli_unreachable_agent(tmp_path: Path) -> None:
 def test_agent_survives_abuse_without_leaking(agent: str, stub: pb_grpc.AgentStub) -> None:
     [proc] = [p for p in psutil.process_iter(["cmdline"]) if agent in " ".join(p.info["cmdline"] or [])]
     before = proc.num_fds()
-    for i in range(200):
-        with pytest.raises(grpc.RpcError):
-            stub.Inspect(pb.InspectRequest(pod=pb.PodRef(namespace="default", name=f"missing-{i}")))
+    for i in range(100):
+        for bad in (pb.InspectRequest(pod=pb.PodRef(namespace="default", name=f"missing-{i}")),
+                    pb.InspectRequest(pod=pb.PodRef(namespace="default", name="Bad_Name")),
+                    pb.InspectRequest(pod=pb.PodRef(namespace="default", name="plain"), container=f"ghost-{i}")):
+            with pytest.raises(grpc.RpcError):
+                stub.Inspect(bad)
         stub.Inspect(pb.InspectRequest(pod=pb.PodRef(namespace="default", name="plain")))
+        if i % 20 == 0:
+            stub.NodeMap(pb.NodeMapRequest(types=["net"]))
     assert proc.is_running() and proc.num_fds() <= before + 2
+
+
+def test_refuses_tcp_beyond_loopback(lab_cfg: LabConfig, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "nsinspect.agent.main", "--listen", "tcp://0.0.0.0:0",
+                             "--cri-endpoint", lab_cfg.endpoint], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "TCP is allowed on loopback addresses only" in result.stderr
+
+
+def test_cli_by_uid_alone(agent: str, canonical: dict[str, LabPod]) -> None:
+    result = cli(agent, "ns", "--uid", canonical["nonroot"].uid, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["pod"]["name"] == "nonroot"
+    assert cli(agent, "ns").returncode == 2
 
 
 def test_listens_on_tcp_loopback_too(lab_cfg: LabConfig, tmp_path: Path) -> None:

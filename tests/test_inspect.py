@@ -12,9 +12,9 @@ import pytest
 
 from nsinspect.agent.cri import CriClient
 from nsinspect.agent.cri_resolver import CriResolver
-from nsinspect.agent.errors import NotFound, NotRunning
+from nsinspect.agent.errors import InvalidArgument, NotFound, NotRunning
 from nsinspect.agent.inspector import Inspection, Inspector
-from nsinspect.agent.model import PodFacts, PodRef, Source, Verdict
+from nsinspect.agent.model import NS_TYPES, PodFacts, PodRef, Source, Verdict
 from nsinspect.agent.proc_resolver import ProcResolver
 from nsinspect.agent.resolver import Resolver
 from tests.lab.config import LabConfig
@@ -123,8 +123,55 @@ def test_a_debugger_in_the_wrong_target_is_caught_on_both_sides(inspector: Inspe
 
 
 def test_narrowed_to_one_container(inspector: Inspector) -> None:
+    """Narrowing the answer must not narrow what the verdict is based on (the debugger's target)."""
     result = inspector.inspect(PodRef("default", "targeted"), container="debugger")
     assert list(result.comparison) == ["debugger"] and [v.container for v in result.verification] == ["debugger"]
+    assert result.verdict is Verdict.OK
+    assert "pid: the namespace of 'app', as expected" in _checks(result, "debugger")["pid"][1]
+    assert result.comparison["debugger"][NS_TYPES.index("pid")].containers == ("app",)
+
+
+def test_nothing_to_verify_is_unknown_not_ok(inspector: Inspector, lab: Lab) -> None:
+    with lab.pod(PodSpec("all-exited", (ContainerSpec("app"),))) as pod:
+        lab.stop_container(pod["app"].id)
+        result = inspector.inspect(PodRef("default", "all-exited"))
+        assert result.verdict is Verdict.UNKNOWN and "no running container to verify" in result.warnings
+
+
+def test_uid_must_agree_with_the_namespace(inspector: Inspector, canonical: dict[str, LabPod]) -> None:
+    uid = canonical["plain"].uid
+    assert inspector.inspect(PodRef(namespace="default", uid=uid)).pod.name == "plain"
+    with pytest.raises(NotFound, match="its namespace is not 'kube-system'"):
+        inspector.inspect(PodRef(namespace="kube-system", uid=uid))
+    with pytest.raises(NotFound, match="not found on this node"):
+        inspector.inspect(PodRef("default", "shared", uid=uid))
+
+
+def test_a_deleted_or_recreated_pod_is_never_served_from_cache(lab_cfg: LabConfig, lab: Lab) -> None:
+    client = CriClient(lab_cfg.endpoint)
+    resolver = Resolver(CriResolver(client), ProcResolver([lab_cfg.state]))
+    spec = PodSpec("recreated", (ContainerSpec("app"),))
+    try:
+        first = lab.create_pod(spec)
+        assert resolver.resolve(PodRef("default", "recreated")).sandbox.id == first.sandbox_id  # type: ignore[union-attr]
+        lab.remove_pod(first)
+        with pytest.raises(NotFound):
+            resolver.resolve(PodRef("default", "recreated"))
+        second = lab.create_pod(spec)
+        again = resolver.resolve(PodRef("default", "recreated"))
+        assert again.sandbox is not None and again.sandbox.id == second.sandbox_id
+        assert [c.id for c in again.containers] == [second["app"].id]
+        lab.remove_pod(second)
+    finally:
+        for p in lab.pods():
+            if p.name == "recreated":
+                lab.remove_pod(p)
+        client.close()
+
+
+def test_unknown_target_in_the_facts_is_refused(inspector: Inspector) -> None:
+    with pytest.raises(InvalidArgument, match='targetContainerName "ghost" of "debugger" is not a container'):
+        inspector.inspect(PodRef("default", "targeted"), facts=PodFacts(target_container_name={"debugger": "ghost"}))
 
 
 def test_by_uid(inspector: Inspector, canonical: dict[str, LabPod]) -> None:

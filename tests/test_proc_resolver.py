@@ -12,7 +12,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import statistics
 import time
 import uuid
 from collections.abc import Iterator
@@ -272,19 +271,3 @@ def test_list_pods(fallback: Fallback, tmp_path: Path) -> None:
         seen_bare = bare[want.uid].sandbox
         assert seen_bare is not None and seen_bare.id == want.sandbox_id
     assert len([p for p in listed.values() if p.name == "restarted"]) == 1
-
-
-def test_resolve_cost(fallback: Fallback, tmp_path: Path) -> None:
-    """O(processes of the pod): a few hundred microseconds here; report the medians (-s shows them)."""
-    medians = {}
-    for label, resolver, ref in (("bundles", ProcResolver([CFG.state]), _ref("targeted")),
-                                 ("cgroups", _no_bundles(tmp_path), PodRef(uid=fallback.pods["targeted"].uid))):
-        resolver.resolve(ref)
-        times = []
-        for _ in range(200):
-            start = time.perf_counter()
-            resolver.resolve(ref)
-            times.append(time.perf_counter() - start)
-        medians[label] = statistics.median(times) * 1000
-    print(f"resolve() median of 200: bundles {medians['bundles']:.3f} ms, cgroups {medians['cgroups']:.3f} ms")
-    assert max(medians.values()) < 20, medians

@@ -60,8 +60,11 @@ def bench_inspect(cfg: LabConfig, lsns: float, runs: int) -> list[Row]:
     warm = timings(lambda: inspector.inspect(ref), runs)
     cold = timings(lambda: Inspector(Resolver(CriResolver(client), ProcResolver([cfg.state]))).inspect(ref),
                    max(runs // 5, 20))
+    proc_only = Inspector(Resolver(None, ProcResolver([cfg.state])))
+    fallback = timings(lambda: proc_only.inspect(ref), runs)
     rows: list[Row] = [
         ("Inspect, agent-side, median", statistics.median(warm), "lsns -J", lsns, "<= 2 ms, >= 100x faster"),
+        ("Inspect, /proc fallback (CRI down), median", statistics.median(fallback), "lsns -J", lsns, ""),
         ("Inspect, agent-side, p99", p99(warm), "lsns -J", lsns, ""),
         ("Inspect, uncached CRI, median", statistics.median(cold), "lsns -J", lsns, ""),
     ]

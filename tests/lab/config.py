@@ -69,8 +69,11 @@ class LabConfig:
 
     @property
     def cgroup_root(self) -> str:
-        """The cgroup parent of the lab's pods, shaped like the kubelet's cgroupfs driver."""
-        return "/kubepods" if self.slot == 0 else f"/kubepods-{self.name}"
+        """The cgroup parent of the lab's pods, shaped like the kubelet's cgroupfs driver.
+
+        Never the kubelet's own /kubepods: `down` kills whatever lives under this root.
+        """
+        return f"/kubepods-{self.name}"
 
     @property
     def address_range(self) -> tuple[str, str]:
