@@ -12,13 +12,14 @@ Parsing is pure; the functions that touch /proc or /sys/fs/cgroup say so in thei
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from nsinspect.agent import procns
 
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 
@@ -32,7 +33,6 @@ _RUNTIMES = {"cri-containerd": "containerd", "crio": "cri-o", "cri-o": "cri-o", 
 _QOS = ("burstable", "besteffort")
 # v1 controllers that runc always joins, in the order we look for pods in them.
 _V1_HIERARCHIES = ("pids", "memory", "cpu,cpuacct", "cpu", "systemd")
-_GONE = (errno.ESRCH, errno.ENOENT)
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,13 @@ def read_process(pid: int, proc: Path = Path("/proc")) -> ProcessCgroup | None:
     except OSError:
         return None
     try:
-        raw = _read_at(dirfd, "stat")
-        fields = raw[raw.rindex(b")") + 2:].split()
+        fields = procns.stat_fields(procns.read_at(dirfd, "stat"))
         if fields[0] in (b"Z", b"X"):
             return None
-        cgroup = _read_at(dirfd, "cgroup").decode(errors="replace")
+        cgroup = procns.read_at(dirfd, "cgroup").decode(errors="replace")
         return ProcessCgroup(pid, int(fields[19]), int(fields[1]), parse_cgroup_file(cgroup))
     except OSError as err:
-        if err.errno in _GONE:
+        if err.errno in procns.GONE_ERRNOS:
             return None
         raise
     except (ValueError, IndexError):
@@ -117,16 +116,6 @@ def read_process(pid: int, proc: Path = Path("/proc")) -> ProcessCgroup | None:
     finally:
         os.close(dirfd)
 
-
-def _read_at(dirfd: int, name: str) -> bytes:
-    fd = os.open(name, os.O_RDONLY, dir_fd=dirfd)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def walk_proc(proc: Path = Path("/proc")) -> Iterator[ProcessCgroup]:

@@ -14,20 +14,17 @@ Owners come from the caller's HostInfo and PodInfo values; a pod's init processe
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nsinspect.agent import procns
-from nsinspect.agent.errors import InvalidArgument
+from nsinspect.agent import procns, validate
 from nsinspect.agent.model import NS_TYPES, HostInfo, NamespaceId, NodeNamespace, Owner, PodInfo
 
 HOST = Owner(kind="host")
 UNKNOWN = Owner(kind="unknown")
 
-_GONE = (errno.ENOENT, errno.ESRCH)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _CMDLINE_MAX = 8192  # what lsns reads (BUFSIZ); longer command lines are cut, as there
 
@@ -39,10 +36,7 @@ def build_node_map(pods: Iterable[PodInfo], host: HostInfo, types: Collection[st
     `proc` is the procfs to walk; owners are read through procns, which always uses /proc, so a
     different `proc` must show the same processes (the host's procfs mounted elsewhere does).
     """
-    unknown = [t for t in types if t not in NS_TYPES]
-    if unknown:
-        raise InvalidArgument(f"unknown namespace type(s): {', '.join(unknown)}")
-    wanted = [t for t in NS_TYPES if t in types]
+    wanted = [t for t in NS_TYPES if t in validate.ns_types(types)]
     proc_fd = os.open(proc, _DIR_FLAGS)
     try:
         present = set(os.listdir(os.path.join(proc, "self", "ns")))
@@ -167,7 +161,7 @@ def _probe(proc_fd: int, pid: int, types: Collection[str]) -> _Probe | None:
             ids[t] = NamespaceId(t, st.st_dev, st.st_ino)
         return _Probe(_command(dirfd), ids)
     except OSError as err:
-        if err.errno in _GONE:
+        if err.errno in procns.GONE_ERRNOS:
             return None
         raise
     finally:
@@ -179,7 +173,7 @@ def _command(dirfd: int) -> str:
     else nothing (either refused)."""
     for name, size in (("cmdline", _CMDLINE_MAX), ("comm", 64)):
         try:
-            raw = _read(dirfd, name, size)
+            raw = procns.read_at(dirfd, name, size)
         except PermissionError:
             continue
         raw = raw.removesuffix(b"\0" if name == "cmdline" else b"\n")
@@ -187,13 +181,6 @@ def _command(dirfd: int) -> str:
             return raw.replace(b"\0", b" ").decode(errors="replace")
     return ""
 
-
-def _read(dirfd: int, name: str, size: int) -> bytes:
-    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
-    try:
-        return os.read(fd, size)
-    finally:
-        os.close(fd)
 
 
 def _owners(pods: Iterable[PodInfo], host: HostInfo, types: list[str]) -> dict[NamespaceId, list[Owner]]:

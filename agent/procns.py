@@ -18,17 +18,31 @@ from pathlib import Path
 
 from nsinspect.agent.model import FOR_CHILDREN, NS_TYPES, HostInfo, NamespaceId, ProcessNamespaces
 
-_GONE = (errno.ESRCH, errno.ENOENT)
+# Errors that mean "that process is gone" when reading through its /proc directory fd.
+GONE_ERRNOS = (errno.ESRCH, errno.ENOENT)
+
+
+def read_at(dirfd: int, name: str, limit: int = 65536) -> bytes:
+    """Up to `limit` bytes of a file under an open /proc/PID directory."""
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+    try:
+        chunks, size = [], 0
+        while size < limit and (chunk := os.read(fd, min(65536, limit - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def stat_fields(raw: bytes) -> list[bytes]:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses):
+    [0] is the state, [1] the PPID, [19] the start time."""
+    return raw[raw.rindex(b")") + 2:].split()
 
 
 def _stat_fields(dirfd: int) -> list[str]:
-    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
-    fd = os.open("stat", os.O_RDONLY, dir_fd=dirfd)
-    try:
-        raw = os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    return raw[raw.rindex(b")") + 2:].decode().split()
+    return [f.decode() for f in stat_fields(read_at(dirfd, "stat", 4096))]
 
 
 def start_time(pid: int) -> int:
@@ -40,7 +54,7 @@ def start_time(pid: int) -> int:
     try:
         return int(_stat_fields(dirfd)[19])
     except OSError as err:
-        if err.errno in _GONE:
+        if err.errno in GONE_ERRNOS:
             raise ProcessLookupError(pid) from None
         raise
     finally:
@@ -67,7 +81,7 @@ def read_namespaces(pid: int, expect_start: int = 0, types: Iterable[str] = NS_T
         except PermissionError as err:
             return ProcessNamespaces(pid=pid, start_time=expect_start, error=f"access denied: {err.strerror}")
         except OSError as err:
-            if err.errno in _GONE:
+            if err.errno in GONE_ERRNOS:
                 return gone
             raise
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from nsinspect.agent.model import NS_TYPES
 from nsinspect.proto import agent_pb2 as pb
 
-NS_TYPES = ("mnt", "pid", "net", "ipc", "uts", "cgroup", "user", "time")
 VERDICT_WORDS = {pb.VERDICT_OK: "ok", pb.VERDICT_MISMATCH: "MISMATCH", pb.VERDICT_UNKNOWN: "unknown",
                  pb.VERDICT_UNSPECIFIED: "-"}
 SOURCE_WORDS = {pb.SOURCE_CRI: "CRI", pb.SOURCE_PROC: "/proc (CRI unreachable)", pb.SOURCE_UNSPECIFIED: "?"}
