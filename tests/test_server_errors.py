@@ -32,7 +32,6 @@ class Handlers:
     @_errors
     def own_abort(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         context.abort(grpc.StatusCode.ALREADY_EXISTS, "handler's own status")
-        return b""
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +60,23 @@ def _fail(call: Any) -> tuple[grpc.StatusCode | None, str]:
 
 
 def test_unary_error_keeps_its_code(channel: grpc.Channel) -> None:
-    call = channel.unary_unary("/test.T/unary")
+    call: Any = channel.unary_unary("/test.T/unary")
     assert _fail(lambda: call(b"")) == (grpc.StatusCode.NOT_FOUND, "pod default/x not found")
 
 
 def test_stream_error_keeps_its_code(channel: grpc.Channel) -> None:
-    call = channel.unary_stream("/test.T/stream")
+    call: Any = channel.unary_stream("/test.T/stream")
     received: list[bytes] = []
     code, details = _fail(lambda: received.extend(call(b"")))
     assert received == [b"first"] and (code, details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sessions")
 
 
 def test_unexpected_errors_are_internal_and_say_nothing_inside(channel: grpc.Channel) -> None:
-    call = channel.unary_stream("/test.T/crash")
+    call: Any = channel.unary_stream("/test.T/crash")
     code, details = _fail(lambda: list(call(b"")))
     assert code == grpc.StatusCode.INTERNAL and "secret" not in details
 
 
 def test_a_handlers_own_abort_is_kept(channel: grpc.Channel) -> None:
-    call = channel.unary_unary("/test.T/own_abort")
+    call: Any = channel.unary_unary("/test.T/own_abort")
     assert _fail(lambda: call(b"")) == (grpc.StatusCode.ALREADY_EXISTS, "handler's own status")
