@@ -14,7 +14,7 @@ import pytest
 
 from tests.lab import runtime
 from tests.lab.config import LabConfig
-from tests.lab.pods import Lab, LabPod
+from tests.lab.pods import CANONICAL, Lab, LabPod
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -54,4 +54,9 @@ def lab(lab_cfg: LabConfig) -> Iterator[Lab]:
 def canonical(lab: Lab) -> dict[str, LabPod]:
     """The canonical pods of `hack/lab pods`, by name."""
     lab.ensure_canonical(lambda _: None)
-    return {p.name: p for p in lab.pods() if p.spec.namespace == "default"}
+    names = {spec.name for spec in CANONICAL}  # other tests' pods may live in "default" too
+    return {p.name: p for p in lab.pods() if p.spec.namespace == "default" and p.name in names}
+
+
+# The stand-in Kubernetes cluster's fixtures: tests/cluster/fixtures.py.
+from tests.cluster.fixtures import api_cluster, cluster, k8s, kubeconfig, user_client  # noqa: E402, F401
