@@ -14,6 +14,8 @@ from pathlib import Path
 from nsinspect.agent import procns
 from nsinspect.agent.cri import CriClient, find_endpoint
 from nsinspect.agent.cri_resolver import CriResolver
+from nsinspect.agent.exec_service import ExecService
+from nsinspect.agent.observe_service import ObserveService
 from nsinspect.agent.proc_resolver import DEFAULT_STATE_DIRS, ProcResolver
 from nsinspect.agent.resolver import Resolver
 from nsinspect.agent.server import AgentService, Service, build_server
@@ -45,6 +47,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runtime state dir for the /proc fallback (containerd's root of task bundles); repeatable")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME", os.uname().nodename))
     p.add_argument("--max-workers", type=int, default=16)
+    p.add_argument("--cpu-sample-ms", type=int, default=250, metavar="MS",
+                   help="how long ListProcesses samples CPU use when the request does not say (0: lifetime averages)")
+    # exec (agent/exec_service.py)
+    p.add_argument("--toolbox", metavar="DIR", default="",
+                   help="root filesystem of tools for `exec --tools` (e.g. bin/busybox and its applets)")
+    p.add_argument("--max-sessions", type=int, default=8, metavar="N",
+                   help="concurrent exec sessions; more are refused with RESOURCE_EXHAUSTED (default 8)")
+    p.add_argument("--idle-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="end exec sessions without input or output for this long (default 0: never)")
+    p.add_argument("--audit-log", default="-", metavar="FILE", help="exec audit log, JSON lines (default -: stdout)")
+    p.add_argument("--exec-helper", choices=("forkserver", "spawn"), default="forkserver",
+                   help="enter namespaces from a helper started once (default) or one spawned per session")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p.parse_args(argv)
@@ -52,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def services(resolver: Resolver, args: argparse.Namespace) -> list[Service]:
     """Every gRPC service the agent serves; each feature adds its own here."""
-    return [AgentService(resolver, args.node_name)]
+    return [AgentService(resolver, args.node_name), ObserveService(resolver, args.node_name, args.cpu_sample_ms),
+            ExecService.from_args(resolver, args)]
 
 
 def main(argv: list[str] | None = None) -> int:

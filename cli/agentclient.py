@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+from typing import Any
+
 import grpc
+from google.protobuf.message import Message
 
 from nsinspect.cli.errors import CliError
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
@@ -16,6 +21,20 @@ def target(address: str) -> str:
     if address.startswith("/"):
         return f"unix://{address}"
     return address.removeprefix("tcp://")
+
+
+def call(args: argparse.Namespace, stub: Callable[[grpc.Channel], Any], method: str,
+         build: Callable[[argparse.Namespace], Message]) -> Any:
+    """One unary call to the agent that serves args' pod (directly or through Kubernetes).
+
+    `build` makes the request once the namespace is known (the context's, when -n is not given)."""
+    from nsinspect.cli.target import reach  # noqa: PLC0415
+
+    with reach(args) as agent, grpc.insecure_channel(target(agent.address)) as channel:
+        try:
+            return getattr(stub(channel), method)(build(args), timeout=args.timeout)
+        except grpc.RpcError as err:
+            raise explain(err, args.agent or f"the agent on node {agent.node}") from None
 
 
 def connect(address: str) -> tuple[grpc.Channel, pb_grpc.AgentStub]:

@@ -1,0 +1,78 @@
+"""The exec audit trail: one JSON line when a session starts and one when it ends.
+
+Separate from the agent's log (stderr) so it can be shipped and kept on its own: stdout by
+default, or an append-only file (`--audit-log FILE`). Each line is complete on its own; the end
+line repeats the start's fields, so either can be searched alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+@dataclass
+class AuditRecord:
+    """What is known about a session; filled in as it goes."""
+
+    session: str
+    caller: str
+    pod: dict[str, str]
+    container: str
+    namespaces: list[str]
+    argv: list[str]
+    tty: bool
+    stdin: bool
+    tools: bool
+    privileged: bool
+    user: int | None = None
+    group: int | None = None
+    start: str = field(default_factory=_now)
+    end: str = ""
+    status: str = ""  # the gRPC status the RPC ended with
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class AuditLog:
+    def __init__(self, path: str = "-") -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._out: IO[str] = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        with self._lock:
+            try:
+                self._out.write(line)
+                self._out.flush()
+            except (OSError, ValueError) as err:
+                log.error("cannot write the audit log", extra={"path": self.path, "error": str(err), "entry": entry})
+
+    def started(self, record: AuditRecord) -> None:
+        entry = {k: v for k, v in asdict(record).items()
+                 if k not in ("end", "status", "exit_code", "signal", "error", "bytes_in", "bytes_out")}
+        self._write({"time": record.start, "event": "exec.start", **entry})
+
+    def ended(self, record: AuditRecord) -> None:
+        record.end = _now()
+        self._write({"time": record.end, "event": "exec.end", **asdict(record)})
+
+    def close(self) -> None:
+        if self._out is not sys.stdout:
+            self._out.close()

@@ -1,0 +1,917 @@
+"""The namespace-entering helper: joins a target's namespaces and runs a command, nsenter-style.
+
+setns into a mount or user namespace needs a single-threaded process, so this never runs inside
+the gRPC server. The agent starts `python -m nsinspect.agent.enter serve FD` once: a fork
+server, single-threaded, with nothing of the agent in it, which moves itself into the agent's
+session cgroup (a move costs an RCU grace period, 5-20 ms: once, not per session) and forks one
+enterer per request, handing it the session's fds received over a SOCK_SEQPACKET socket. (`once FD`
+does the same from an interpreter spawned per session: simpler, and slower; tests/bench/exec.py
+measures both.) Per session:
+
+  enterer   verifies the target (pidfd + start time), reads its credentials, environment, root and
+  │         cwd, opens everything before joining, joins with one setns(pidfd, mask) (or, on kernels
+  │         before 5.8, setns on each ns fd in nsenter's order, two passes), chroots like nsenter,
+  │         takes the target's credentials (tools mode: the reaper does, after building its root).
+  └ reaper  forked after joining, so it is inside the pid namespace; a child subreaper, so what
+    │       daemonizes comes back to it and is reaped, never left as a zombie in the pod. It
+    │       starts the command, forwards signals, reports to the agent, and when the command ends
+    │       (or the agent hangs up) kills what is left of the session.
+    └ command  posix_spawn'ed (a fork only for a terminal), so no Python runs between fork and exec.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import errno
+import fcntl
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import termios
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nsinspect.agent import toolbox
+
+NS_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")  # nsenter's
+CLONE = {"mnt": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
+         "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000, "time": 0x00000080}
+MSG_MAX = 1 << 16
+SPARES, REFILL_DELAY = 2, 0.008
+CGROUP_ENV = "NSINSPECT_EXEC_CGROUP"
+EXIT_NOT_FOUND, EXIT_CANNOT_EXECUTE = 127, 126  # as shells report them
+
+PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_SET_NAME = 4, 8, 15
+PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 23, 24, 36, 38, 47
+PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
+_CAP_VERSION_3 = 0x20080522
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class EnterError(Exception):
+    """A failure to report to the agent: `code` names the gRPC status it becomes."""
+
+    def __init__(self, code: str, message: str, gone: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.gone = gone
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0) -> int:
+    return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
+                              ctypes.c_ulong(0)), f"prctl({option})")
+
+
+def set_name(name: bytes) -> None:
+    """The process name (comm) ps shows for a helper process."""
+    _check(_libc.prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0)), "prctl(PR_SET_NAME)")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    data = (_CapData * 2)(*(_CapData((effective >> s) & 0xFFFFFFFF, (permitted >> s) & 0xFFFFFFFF,
+                                     (inheritable >> s) & 0xFFFFFFFF) for s in (0, 32)))
+    _check(_libc.capset(ctypes.byref(_CapHeader(_CAP_VERSION_3, 0)), data), "capset")
+
+
+# -- what the agent asks for -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """One session's request, as JSON on the wire to the helper."""
+
+    pid: int
+    start_time: int
+    argv: tuple[str, ...]
+    namespaces: tuple[str, ...] = ()  # empty: all the target has (nsenter -a)
+    tty: bool = False
+    tools: bool = False
+    toolbox: str = ""
+    user: int | None = None
+    group: int | None = None
+    privileged: bool = False
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = ""
+    root: str = ""
+    join: str = "auto"  # "pidfd", "fds" (the pre-5.8 way) or "auto"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Plan:
+        return cls(**{**raw, "argv": tuple(raw["argv"]), "namespaces": tuple(raw["namespaces"]),
+                      "env": tuple((k, v) for k, v in raw["env"])})
+
+
+FD_NAMES = ("stdin", "stdout", "stderr", "status")
+
+
+def send_msg(sock: socket.socket, obj: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    data = json.dumps(obj).encode()
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def recv_raw(sock: socket.socket, nowait: bool = False) -> tuple[bytes, list[int]]:
+    """One message's bytes and the fds that came with it (close-on-exec); b"" at end of stream.
+
+    Not socket.recv_fds: in Python 3.11 it drops its flags argument (so no MSG_CMSG_CLOEXEC)."""
+    flags = socket.MSG_CMSG_CLOEXEC | (socket.MSG_DONTWAIT if nowait else 0)
+    data, ancdata, _, _ = sock.recvmsg(MSG_MAX, socket.CMSG_LEN(16 * 4), flags)
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return b"", []
+    return data, list(fds)
+
+
+def recv_msg(sock: socket.socket, nowait: bool = False) -> tuple[dict[str, Any] | None, list[int]]:
+    """One message and its fds; (None, []) at end of stream."""
+    data, fds = recv_raw(sock, nowait)
+    return (json.loads(data) if data else None), fds
+
+
+# -- the target --------------------------------------------------------------------------------------
+@dataclass
+class Target:
+    """A process held by pidfd and /proc dir fd, verified to be the one the agent resolved."""
+
+    pid: int
+    pidfd: int
+    dirfd: int
+
+    @classmethod
+    def open(cls, pid: int, start_time: int) -> Target:
+        gone = EnterError("NOT_FOUND", f"process {pid} of the container exited", gone=True)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise gone from None
+        try:
+            dirfd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            os.close(pidfd)
+            raise gone from None
+        target = cls(pid, pidfd, dirfd)
+        try:
+            raw = target.read("stat")
+            fields = raw[raw.rindex(b")") + 2:].split()
+            if fields[0] in (b"Z", b"X") or (start_time and int(fields[19]) != start_time):
+                raise EnterError("NOT_FOUND", f"PID {pid} no longer belongs to the container's process", gone=True)
+            signal.pidfd_send_signal(pidfd, 0)  # alive now, so what we opened is that process's
+        except (ProcessLookupError, FileNotFoundError):
+            target.close()
+            raise gone from None
+        except BaseException:
+            target.close()
+            raise
+        return target
+
+    def read(self, name: str) -> bytes:
+        fd = os.open(name, os.O_RDONLY, dir_fd=self.dirfd)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def same_ns(self, ns: str) -> bool:
+        mine, theirs = os.stat(f"/proc/self/ns/{ns}"), os.stat(f"ns/{ns}", dir_fd=self.dirfd)
+        return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+    def has_ns(self, ns: str) -> bool:
+        try:
+            os.stat(f"ns/{ns}", dir_fd=self.dirfd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def close(self) -> None:
+        for fd in (self.dirfd, self.pidfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def choose_namespaces(plan: Plan, target: Target) -> list[str]:
+    """Requested types (or all the target has), in nsenter's order; user only when it differs."""
+    wanted = plan.namespaces or tuple(t for t in NS_ORDER if target.has_ns(t))
+    missing = [t for t in wanted if not target.has_ns(t)]
+    if missing:
+        raise EnterError("INVALID_ARGUMENT", f"this kernel has no {missing[0]} namespaces")
+    chosen = [t for t in NS_ORDER if t in wanted]
+    if "user" in chosen and target.same_ns("user"):
+        chosen.remove("user")  # setns refuses to re-enter one's own user namespace (nsenter -a skips it)
+    if plan.tools and "mnt" in chosen:
+        chosen.remove("mnt")
+    return chosen
+
+
+def _id_map(raw: bytes) -> list[tuple[int, int, int]]:
+    return [(int(a), int(b), int(c)) for a, b, c in (line.split() for line in raw.splitlines() if line.strip())]
+
+
+def _inside(value: int, mapping: list[tuple[int, int, int]]) -> int | None:
+    """A host-side id as seen inside a user namespace with this uid_map/gid_map (as read from outside)."""
+    for inside, outside, count in mapping:
+        if outside <= value < outside + count:
+            return inside + value - outside
+    return None
+
+
+def _or_overflow(value: int | None) -> int:
+    return 65534 if value is None else value  # the kernel's overflow id for what a namespace cannot map
+
+
+@dataclass(frozen=True)
+class Creds:
+    """The target's credentials from /proc/PID/status, as ids inside the user namespace joined."""
+
+    uids: tuple[int, int, int]
+    gids: tuple[int, int, int]
+    groups: tuple[int, ...]
+    inheritable: int
+    permitted: int
+    effective: int
+    bounding: int
+    ambient: int
+    no_new_privs: bool
+    last_cap: int = 40
+
+    @classmethod
+    def read(cls, target: Target, joins_user: bool) -> Creds:
+        status = dict(line.split(":", 1) for line in target.read("status").decode().splitlines() if ":" in line)
+        uids = [int(v) for v in status["Uid"].split()[:3]]
+        gids = [int(v) for v in status["Gid"].split()[:3]]
+        groups = [int(v) for v in status.get("Groups", "").split()]
+        if joins_user:
+            umap, gmap = _id_map(target.read("uid_map")), _id_map(target.read("gid_map"))
+            uids = [_or_overflow(_inside(u, umap)) for u in uids]
+            gids = [_or_overflow(_inside(g, gmap)) for g in gids]
+            groups = [g for g in (_inside(g, gmap) for g in groups) if g is not None]
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last_cap = int(f.read())
+
+        def cap(name: str) -> int:
+            return int(status.get(name, "0").strip(), 16)
+
+        return cls((uids[0], uids[1], uids[2]), (gids[0], gids[1], gids[2]), tuple(groups),
+                   cap("CapInh"), cap("CapPrm"), cap("CapEff"), cap("CapBnd"), cap("CapAmb"),
+                   status.get("NoNewPrivs", "0").strip() == "1", last_cap)
+
+    def apply(self, user: int | None, group: int | None) -> None:
+        """Become the target (or user/group): groups, bounding set, ids (keeping caps), capability sets."""
+        os.setgroups(list(self.groups))
+        for cap in range(self.last_cap + 1):
+            if not self.bounding >> cap & 1:
+                prctl(PR_CAPBSET_DROP, cap)
+        prctl(PR_SET_KEEPCAPS, 1)
+        os.setresgid(*((group,) * 3 if group is not None else self.gids))
+        os.setresuid(*((user,) * 3 if user is not None else self.uids))
+        capset(self.effective & self.permitted, self.permitted, self.inheritable & self.bounding)
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        for cap in range(self.last_cap + 1):
+            if self.ambient >> cap & 1:
+                prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+        prctl(PR_SET_KEEPCAPS, 0)
+        if self.no_new_privs:
+            prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def read_environ(target: Target, plan: Plan) -> dict[bytes, bytes]:
+    env = dict(item.split(b"=", 1) for item in target.read("environ").split(b"\0") if b"=" in item)
+    if plan.tools:
+        env[b"PATH"] = toolbox.PATH.encode()
+    env.update((os.fsencode(k), os.fsencode(v)) for k, v in plan.env)
+    return env
+
+
+def join(target: Target, types: Sequence[str], method: str) -> None:
+    """Join `types` of the target: one setns(pidfd, mask) (Linux >= 5.8); else nsenter's two passes
+    over ns fds that were all opened before the first join."""
+    if not types:
+        return
+    if method in ("auto", "pidfd"):
+        mask = 0
+        for t in types:
+            mask |= CLONE[t]
+        try:
+            setns(target.pidfd, mask)
+            return
+        except OSError as err:
+            if method == "pidfd" or err.errno != errno.EINVAL:
+                raise _setns_error(err, ",".join(types)) from None
+    fds = {}
+    try:
+        for t in types:
+            fds[t] = os.open(f"ns/{t}", os.O_RDONLY, dir_fd=target.dirfd)
+        signal.pidfd_send_signal(target.pidfd, 0)
+        done = set()
+        for t in types:  # first pass: everything but user, errors ignored (privileges may come with user)
+            if t != "user":
+                with contextlib.suppress(OSError):
+                    setns(fds[t], CLONE[t])
+                    done.add(t)
+        for t in types:
+            if t not in done:
+                try:
+                    setns(fds[t], CLONE[t])
+                except OSError as err:
+                    raise _setns_error(err, t) from None
+    except (ProcessLookupError, FileNotFoundError):
+        raise EnterError("NOT_FOUND", f"process {target.pid} of the container exited", gone=True) from None
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _setns_error(err: OSError, what: str) -> EnterError:
+    if err.errno == errno.ESRCH:
+        return EnterError("NOT_FOUND", f"process of the container exited while joining {what}", gone=True)
+    if err.errno == errno.EPERM:
+        return EnterError("PERMISSION_DENIED", f"the kernel refused to join {what}: {err.strerror}")
+    return EnterError("INTERNAL", f"cannot join {what}: {err.strerror}")
+
+
+# -- the session's processes -------------------------------------------------------------------------
+@dataclass
+class Entry:
+    """One session as the helper holds it: what the enterer prepared; the reaper inherits it by fork."""
+
+    plan: Plan
+    fds: dict[str, int]
+    status: socket.socket
+    target: Target | None = None
+    namespaces: list[str] = field(default_factory=list)
+    deferred_user: bool = False
+    creds: Creds | None = None
+    env: dict[bytes, bytes] = field(default_factory=dict)
+    tools: toolbox.Prepared | None = None
+    spawn: Spawn | str | OSError | None = None  # the command, ready to start (see prepare_spawn)
+
+    def report(self, event: str, **fields: Any) -> None:
+        with contextlib.suppress(OSError):
+            send_msg(self.status, {"event": event, **fields})
+
+
+def join_cgroup(path: str) -> bool:
+    """Move this process into a cgroup. Costs an RCU grace period (5-20 ms), so the fork server does
+    it once, and every session's processes inherit the cgroup by fork."""
+    try:
+        fd = os.open(f"{path}/cgroup.procs", os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    except OSError as err:
+        sys.stderr.write(f"nsinspect-enter: cannot join cgroup {path}: {err}\n")
+        return False
+    return True
+
+
+def enterer(msg: dict[str, Any], received: list[int]) -> int:
+    """The enterer's whole life: prepare, join, fork the reaper, wait for it."""
+    fds = dict(zip(msg["fds"], received, strict=True))
+    s = Entry(Plan.from_json(msg["plan"]), fds, socket.socket(fileno=fds.pop("status")))
+    with contextlib.suppress(OSError):
+        set_name(b"nsinspect-enter")
+    try:
+        _prepare_and_join(s)
+    except EnterError as err:
+        s.report("error", code=err.code, message=str(err), gone=err.gone)
+        return 1
+    except OSError as err:
+        s.report("error", code="INTERNAL", message=f"entering the container failed: {err}")
+        return 1
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(go_w)
+            os.read(go_r, 1)  # the agent knows our pid before anything of the session can exist
+            os.close(go_r)
+            code = reaper(s)
+        except BaseException:  # a child must never return into the fork server
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    s.report("entered", enterer=os.getpid(), reaper=pid, namespaces=s.namespaces)
+    os.write(go_w, b"x")
+    for fd in (go_r, go_w):
+        os.close(fd)
+    _close_session(s)
+    while True:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        break
+    return 0
+
+
+def _prepare_and_join(s: Entry) -> None:
+    plan = s.plan
+    s.target = target = Target.open(plan.pid, plan.start_time)
+    s.namespaces = choose_namespaces(plan, target)
+    joins_user = "user" in s.namespaces
+    s.creds = Creds.read(target, joins_user)
+    s.env = read_environ(target, plan)
+    root = cwd = -1
+    try:
+        if plan.tools:
+            s.tools = toolbox.prepare(plan.toolbox, target.dirfd)
+            s.deferred_user = joins_user  # after the tools root is built, as its mounts need the node's userns
+        else:
+            root = os.open("root", os.O_PATH | os.O_DIRECTORY, dir_fd=target.dirfd)
+            cwd = os.open("cwd", os.O_PATH | os.O_DIRECTORY, dir_fd=target.dirfd)
+        join(target, [t for t in s.namespaces if not (s.deferred_user and t == "user")], plan.join)
+        if not plan.tools:  # as nsenter: fchdir(root), chroot("."), chdir("/"), fchdir(wd)
+            os.fchdir(root)
+            os.chroot(".")
+            if plan.root:
+                _chdir_checked(plan.root, "root")
+                os.chroot(".")
+            os.chdir("/")
+            if plan.workdir:
+                _chdir_checked(plan.workdir, "working directory")
+            elif not plan.root:
+                os.fchdir(cwd)
+            _become_target(s)  # here, not in the reaper: one process less to pay copied pages in
+            prepare_spawn(s)
+    finally:
+        for fd in (root, cwd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _become_target(s: Entry) -> None:
+    """The target's credentials (unless privileged), taken before the command starts: it is
+    posix_spawn'ed, with no Python of its own between fork and exec to do it."""
+    if s.plan.privileged or s.creds is None:
+        return
+    try:
+        s.creds.apply(s.plan.user, s.plan.group)
+    except OSError as err:
+        raise EnterError("INVALID_ARGUMENT" if err.errno == errno.EINVAL else "INTERNAL",
+                         f"cannot take the container's credentials: {err.strerror or err}") from None
+
+
+def _chdir_checked(path: str, what: str) -> None:
+    try:
+        os.chdir(path)
+    except OSError as err:
+        raise EnterError("INVALID_ARGUMENT", f"{what} {path!r} in the container: {err.strerror}") from None
+
+
+def _close_session(s: Entry) -> None:
+    for fd in set(s.fds.values()):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    s.fds.clear()
+    if s.target is not None:
+        s.target.close()
+    if s.tools is not None:
+        with contextlib.suppress(OSError):
+            s.tools.close()
+        s.tools = None
+    s.status.close()
+
+
+def reaper(s: Entry) -> int:
+    """Inside the pid namespace: become the target's identity, start the command, forward signals,
+    reap everything (a child subreaper: what daemonizes comes back here), report, clean up."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    assert s.target is not None
+    try:
+        if s.tools is not None:
+            toolbox.enter_root(s.tools)
+            s.tools = None
+            if s.deferred_user:
+                setns(s.target.pidfd, CLONE["user"])
+            _chdir_checked(s.plan.workdir or "/", "working directory")
+        s.target.close()
+        if s.plan.tools:
+            _become_target(s)  # after the tools root is built (that needed root)
+    except EnterError as err:
+        s.report("error", code=err.code, message=str(err))
+        return 1
+    except OSError as err:
+        s.report("error", code="INTERNAL", message=f"preparing the command failed: {err}")
+        return 1
+    prctl(PR_SET_DUMPABLE, 0)  # the pod's processes see us: keep our /proc entries (and fds) from them
+    set_name(b"nsinspect-exec")
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    try:
+        cmd = spawn(s)
+    except OSError as err:
+        s.report("exec_failed", message=_exec_message(s, err))
+        s.report("exit", code=EXIT_NOT_FOUND if err.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE, signal=0)
+        return 0
+    finally:
+        for name in ("stdin", "stdout", "stderr"):
+            if name in s.fds:
+                os.close(s.fds.pop(name))
+    s.report("started")
+    return _reap_loop(s, cmd, wake_r)
+
+
+def _find(name: str, env: dict[bytes, bytes]) -> str:
+    """execvp's search, done here so that "not found" and "not executable" are told apart."""
+    if "/" in name:
+        return name
+    denied = False
+    for folder in env.get(b"PATH", os.defpath.encode()).decode(errors="surrogateescape").split(":"):
+        path = os.path.join(folder or ".", name)
+        if os.path.isfile(path):
+            if os.access(path, os.X_OK):
+                return path
+            denied = True
+    raise OSError(errno.EACCES if denied else errno.ENOENT, name)
+
+
+_SPAWN_SETSIGDEF, _SPAWN_SETSIGMASK, _SPAWN_SETSID = 0x04, 0x08, 0x80
+_SIGSET_BYTES = 128
+# Every signal but KILL and STOP, glibc's internal 32 and 33 included: glibc 2.36's posix_spawn
+# leaves those two ignored in the child, and os.posix_spawn cannot name them (sigaddset refuses).
+_ALL_DEFAULT = (((1 << 64) - 1) & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.SIGSTOP - 1))).to_bytes(
+    8, sys.byteorder) + bytes(_SIGSET_BYTES - 8)
+
+
+def _returned(err: int, path: str = "") -> None:
+    """The posix_spawn family returns an errno instead of setting it."""
+    if err:
+        raise OSError(err, os.strerror(err), *((path,) if path else ()))
+
+
+class Spawn:
+    """A posix_spawn prepared ahead (in the enterer, whose pages are warm) and run by the reaper:
+    vfork, so no page tables copied and no Python in the child; a new session leader with stdio on
+    `stdio`, every signal at its default and none blocked, as a freshly started process has them."""
+
+    def __init__(self, path: str, argv: list[str], env: dict[bytes, bytes], stdio: list[int]) -> None:
+        self.path = os.fsencode(path)
+        self.actions = ctypes.create_string_buffer(512)  # posix_spawn_file_actions_t: 80 bytes on glibc
+        self.attr = ctypes.create_string_buffer(512)  # posix_spawnattr_t: 336 bytes
+        _returned(_libc.posix_spawn_file_actions_init(self.actions))
+        _returned(_libc.posix_spawnattr_init(self.attr))
+        for target, fd in enumerate(stdio):
+            _returned(_libc.posix_spawn_file_actions_adddup2(self.actions, fd, target))
+        _returned(_libc.posix_spawnattr_setflags(self.attr, ctypes.c_short(_SPAWN_SETSIGDEF | _SPAWN_SETSIGMASK
+                                                                           | _SPAWN_SETSID)))
+        _returned(_libc.posix_spawnattr_setsigdefault(self.attr, _ALL_DEFAULT))
+        _returned(_libc.posix_spawnattr_setsigmask(self.attr, bytes(_SIGSET_BYTES)))
+        self.argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)
+        self.env = (ctypes.c_char_p * (len(env) + 1))(*[k + b"=" + v for k, v in env.items()], None)
+
+    def run(self) -> int:
+        """The command's PID; OSError when the exec failed."""
+        pid = ctypes.c_int()
+        try:
+            _returned(_libc.posix_spawn(ctypes.byref(pid), self.path, self.actions, self.attr, self.argv, self.env),
+                      os.fsdecode(self.path))
+        finally:
+            _libc.posix_spawn_file_actions_destroy(self.actions)
+            _libc.posix_spawnattr_destroy(self.attr)
+        return pid.value
+
+
+def prepare_spawn(s: Entry) -> None:
+    """Find the program (as the target would: its root, PATH and credentials) and prepare the spawn;
+    a failure is kept, for the reaper to report as the command's."""
+    try:
+        path = _find(s.plan.argv[0], s.env)
+        if not s.plan.tty:
+            s.spawn = Spawn(path, list(s.plan.argv), s.env, [s.fds[name] for name in ("stdin", "stdout", "stderr")])
+        else:
+            s.spawn = path
+    except OSError as err:
+        s.spawn = err
+
+
+def spawn(s: Entry) -> int:
+    """Start the command: the prepared posix_spawn, or for a terminal a fork that makes it the
+    controlling tty of a new session."""
+    if s.spawn is None:
+        prepare_spawn(s)
+    if isinstance(s.spawn, OSError):
+        raise s.spawn
+    if isinstance(s.spawn, Spawn):
+        return s.spawn.run()
+    assert isinstance(s.spawn, str)
+    path, argv = s.spawn, list(s.plan.argv)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            fcntl.ioctl(s.fds["stdin"], termios.TIOCSCTTY, 0)
+            for i in range(3):
+                os.dup2(s.fds["stdin"], i)
+            signal.set_wakeup_fd(-1)
+            for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            os.execve(path, argv, s.env)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.write(err_w, str(err.errno).encode())
+        finally:
+            os._exit(EXIT_CANNOT_EXECUTE)
+    os.close(err_w)
+    failed = os.read(err_r, 64)
+    os.close(err_r)
+    if failed:
+        os.waitpid(pid, 0)
+        raise OSError(int(failed), os.strerror(int(failed)))
+    return pid
+
+
+def _exec_message(s: Entry, err: OSError) -> str:
+    name = s.plan.argv[0]
+    if err.errno == errno.ENOENT and "/" not in name:
+        path = s.env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
+        return f'"{name}": executable file not found in $PATH ({path})'
+    return f'"{name}": {os.strerror(err.errno or errno.EIO)}'
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _kill_leftovers(cmd: int, cmd_alive: bool) -> None:
+    """Best effort from inside: the command's process group, and every child of ours (orphans that
+    daemonized came back to us). The agent's kill, with the cgroup frozen, is the thorough one."""
+    if cmd_alive:
+        with contextlib.suppress(OSError):
+            os.killpg(cmd, signal.SIGKILL)
+    me = os.getpid()
+    for _ in range(10):
+        try:  # only when this /proc is of our own pid namespace
+            if int(_read_file("/proc/self/stat").split()[0]) != me:
+                return
+            kids = {int(k) for t in os.listdir("/proc/self/task")
+                    for k in _read_file(f"/proc/self/task/{t}/children").split()}
+        except (OSError, ValueError):
+            return
+        if not kids:
+            return
+        for pid in kids:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _reap_loop(s: Entry, cmd: int, wake_r: int) -> int:
+    """Until the command has exited (reported at once) and every other child is reaped, or the
+    agent hangs up (then everything is killed first)."""
+    done = agent_gone = False
+    poller = select.poll()
+    poller.register(s.status, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        children = True
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children = False
+                break
+            if pid == 0:
+                break
+            if pid == cmd:
+                done = True
+                code = os.waitstatus_to_exitcode(status)
+                s.report("exit", code=max(code, -1), signal=max(-code, 0))
+                _kill_leftovers(cmd, False)  # the session ends with its command
+        if not children and (done or agent_gone):
+            s.status.close()  # the agent's sign that the session is over: before our (slow) exit
+            return 0
+        for fd, _ in poller.poll(100 if agent_gone or done else None):
+            if fd == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
+                continue
+            try:
+                msg, _ = recv_msg(s.status)
+            except OSError:
+                msg = None
+            if msg is None:  # the agent hung up (cancelled, or gone): end everything now
+                agent_gone = True
+                poller.unregister(s.status)
+                _kill_leftovers(cmd, not done)
+            elif "signal" in msg and not done:
+                with contextlib.suppress(OSError):
+                    os.kill(cmd, int(msg["signal"]))
+
+
+# -- the two ways the agent runs this helper ----------------------------------------------------------
+@dataclass
+class _Spare:
+    """An enterer forked ahead of time, waiting for its request: the fork is off the client's path."""
+
+    pid: int
+    sock: socket.socket
+
+    @classmethod
+    def fork(cls, inherited: Sequence[int]) -> _Spare:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _forked(ours.fileno(), *inherited)
+                _warm_up()
+                msg, fds = recv_msg(theirs)
+                theirs.close()
+                code = 0 if msg is None else enterer(msg, fds)
+            except BaseException:  # never return into the fork server
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+
+def _warm_up() -> None:
+    """Run the enterer's reading code once on ourselves while nobody waits: a forked Python process
+    pays a copied page for every page it first writes (reference counts), so pay them now."""
+    with contextlib.suppress(Exception):
+        me = Target.open(os.getpid(), 0)
+        try:
+            plan = Plan.from_json(Plan(pid=me.pid, start_time=0, argv=("true",)).to_json())
+            choose_namespaces(plan, me)
+            Creds.read(me, False)
+            read_environ(me, plan)
+            _find("true", {b"PATH": os.defpath.encode()})
+            for cap in range(41):
+                prctl(PR_CAPBSET_READ, cap)  # the same ctypes path as the drops
+            dummy = Spawn("/bin/true", ["true"], {b"A": b"B"}, [0, 1, 2])
+            _libc.posix_spawn_file_actions_destroy(dummy.actions)
+            _libc.posix_spawnattr_destroy(dummy.attr)
+        finally:
+            me.close()
+
+
+def _forked(*close: int) -> None:
+    """In a child of the fork server: its signal set-up and fds are not ours."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    for fd in close:
+        os.close(fd)
+
+
+def serve(fd: int, cgroup: str = "") -> int:
+    """The fork server: hands each request to a spare enterer (or forks one), until the agent hangs up.
+    It never answers: the enterer reports on the session's status socket (and if none could be
+    started, that socket closes with nothing said).
+
+    SPARES are kept, and refilled REFILL_DELAY after a request, not at once: forking (and warming a
+    spare up) competes for the CPU with the session that is starting."""
+    if cgroup:
+        join_cgroup(cgroup)
+    gc.freeze()  # what is here now stays untouched by collections in the children: fewer copied pages
+    sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    spares: list[_Spare] = []
+    refill_at = 0.0
+    while True:
+        _reap_children()
+        inherited = [fd, wake_r, wake_w, *(sp.sock.fileno() for sp in spares)]  # not for the children
+        now = time.monotonic()
+        if len(spares) < SPARES and now >= refill_at:
+            try:
+                spares.append(_Spare.fork(inherited))
+            except OSError as err:
+                sys.stderr.write(f"nsinspect-enter: cannot fork a spare enterer: {err}\n")
+                refill_at = now + 1
+            continue
+        wait = None if len(spares) >= SPARES else max(0, int((refill_at - now) * 1000) + 1)
+        ready = {fd for fd, _ in poller.poll(wait)}
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 512)
+        if sock.fileno() not in ready:
+            continue
+        try:
+            data, fds = recv_raw(sock)  # relayed as they are: the enterer decodes them
+        except OSError:
+            return 0
+        if not data:
+            return 0
+        refill_at = time.monotonic() + REFILL_DELAY
+        spare = spares.pop(0) if spares else None
+        try:  # no answer: the enterer reports on the session's status socket (or its closing does)
+            _start_enterer(spare, data, fds, inherited)
+        except OSError as err:
+            sys.stderr.write(f"nsinspect-enter: cannot start an enterer: {err}\n")
+        finally:
+            for received in fds:
+                os.close(received)
+            if spare is not None:
+                spare.sock.close()
+
+
+def _start_enterer(spare: _Spare | None, data: bytes, fds: list[int], inherited: Sequence[int]) -> None:
+    if spare is not None:
+        try:
+            socket.send_fds(spare.sock, [data], fds)
+            return
+        except OSError:
+            pass  # it died: fork one now
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _forked(*inherited)
+            code = enterer(json.loads(data), fds)
+        except BaseException:  # never return into the fork server
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def once(fd: int, cgroup: str = "") -> int:
+    """A freshly spawned helper for one session: it is the enterer itself."""
+    if cgroup:
+        join_cgroup(cgroup)
+    sock = socket.socket(fileno=fd)
+    msg, fds = recv_msg(sock)
+    sock.close()
+    return 1 if msg is None else enterer(msg, fds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """serve|once FD; the cgroup comes in $NSINSPECT_EXEC_CGROUP (an argument would show in the
+    pod's `ps`: the reaper is visible there)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("serve", "once"):
+        print("usage: python -m nsinspect.agent.enter serve|once FD", file=sys.stderr)
+        return 2
+    cgroup = os.environ.pop(CGROUP_ENV, "")
+    return serve(int(args[1]), cgroup) if args[0] == "serve" else once(int(args[1]), cgroup)
+
+
+if __name__ == "__main__":
+    from nsinspect.agent.enter import main as _main  # the module proper, not a second __main__ copy
+
+    sys.exit(_main())

@@ -1,0 +1,221 @@
+"""`nsinspect debug` and `nsinspect verify`: ephemeral containers, and what they really share.
+
+debug adds an ephemeral container the way `kubectl debug --target` does (a strategic merge patch
+of the ephemeralcontainers subresource), waits for it to run, then asks the node's agent which
+namespaces it actually got and verifies them against the pod spec. When the cluster will not add
+it (disabled, forbidden, invalid, never started), it says why in one line and offers the fallback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from typing import Any
+
+from nsinspect.cli.errors import EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, CliError
+
+# kubectl debug's profiles, as they shape an ephemeral container's securityContext.
+PROFILES: dict[str, dict[str, Any] | None] = {
+    "general": {"capabilities": {"add": ["SYS_PTRACE"]}},
+    "baseline": None,
+    "restricted": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                   "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+    "netadmin": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}},
+    "sysadmin": {"privileged": True},
+}
+FALLBACK_ADVICE = "run with --fallback to debug through the nsinspect agent without changing the pod"
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what kubectl's random suffixes are made of
+
+
+def debugger_name() -> str:
+    return "debugger-" + "".join(random.choice(_NAME_CHARS) for _ in range(5))
+
+
+def ephemeral_container(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": name, "image": args.image, "terminationMessagePolicy": "File",
+                                 "resources": {}, "stdin": args.stdin, "tty": args.tty}
+    if args.target:
+        container["targetContainerName"] = args.target
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if command:
+        container["command"] = command
+    if args.env:
+        container["env"] = [dict(zip(("name", "value"), kv.split("=", 1), strict=True)) for kv in args.env]
+    if (security := PROFILES[args.profile]) is not None:
+        container["securityContext"] = security
+    return container
+
+
+def refusal(status: int, body: str, pod: str) -> CliError:
+    """The cluster's answer to the patch, in one line: which of the known refusals it is."""
+    try:
+        doc = json.loads(body or "{}")
+    except ValueError:
+        doc = {}
+    message = doc.get("message", "") or body.strip()
+    if status == 404 and not (doc.get("details") or {}).get("name"):
+        what = "ephemeral containers are disabled for this cluster"
+    elif status == 403 and "violates PodSecurity" in message:
+        what = f"rejected by Pod Security admission: {message}"
+    elif status == 403:
+        what = f"forbidden: {message} (you need patch on pods/ephemeralcontainers)"
+    elif status == 422:
+        what = f"invalid: {message}"
+    elif status == 404:
+        what = f'pod "{pod}" not found'
+    else:
+        what = f"the API server refused it: {message} (HTTP {status})"
+    return CliError(f"cannot add a debug container to {pod}: {what}; {FALLBACK_ADVICE}")
+
+
+def add(core: Any, namespace: str, pod: str, container: dict[str, Any]) -> str:
+    """PATCH the subresource; returns the resourceVersion to watch from."""
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    body = {"spec": {"ephemeralContainers": [container]}}
+    try:
+        patched = core.patch_namespaced_pod_ephemeralcontainers(
+            pod, namespace, body, _content_type="application/strategic-merge-patch+json")
+    except ApiException as err:
+        raise refusal(err.status, err.body or "", f"{namespace}/{pod}") from None
+    return str(patched.metadata.resource_version)
+
+
+def _state(pod: Any, name: str) -> tuple[str, str]:
+    """("running" | "terminated" | "waiting" | "", detail) of ephemeral container `name`."""
+    for status in (pod.status.ephemeral_container_statuses or []) if pod.status else []:
+        if status.name != name or status.state is None:
+            continue
+        if status.state.running:
+            return "running", ""
+        if status.state.terminated:
+            t = status.state.terminated
+            return "terminated", f"{t.reason or 'exited'} (exit code {t.exit_code})"
+        if status.state.waiting:
+            w = status.state.waiting
+            return "waiting", f"{w.reason or 'waiting'}{': ' + w.message if w.message else ''}"
+    return "", ""
+
+
+def wait_running(core: Any, namespace: str, pod: str, name: str, *, since: str, timeout: float) -> None:
+    """Watch the pod until the container runs; show waiting reasons as they change."""
+    from kubernetes import watch  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    shown, seen_status = "", False
+    show = sys.stderr.isatty()
+    print(f"waiting for ephemeral container {name} to start...", file=sys.stderr)
+    while (left := deadline - time.monotonic()) > 0:
+        w = watch.Watch()
+        for event in w.stream(core.list_namespaced_pod, namespace, field_selector=f"metadata.name={pod}",
+                              resource_version=since, timeout_seconds=max(1, int(left))):
+            obj = event["object"]
+            since = obj.metadata.resource_version
+            state, detail = _state(obj, name)
+            seen_status |= bool(state)
+            if state == "running":
+                w.stop()
+                return
+            if state == "terminated":
+                w.stop()
+                raise CliError(f"ephemeral container {name} terminated before it could be checked: {detail}")
+            if detail and detail != shown:
+                shown = detail
+                print(f"  {name}: {detail}", file=sys.stderr)
+            if show:
+                print(".", end="", file=sys.stderr, flush=True)
+    if not seen_status:
+        raise CliError(f"timed out after {timeout:.0f}s: the API server accepted ephemeral container {name} but "
+                       f"no kubelet ever reported it (the node may not support ephemeral containers); "
+                       f"{FALLBACK_ADVICE}")
+    raise CliError(f"timed out after {timeout:.0f}s waiting for ephemeral container {name} to run"
+                   f"{' (last: ' + shown + ')' if shown else ''}")
+
+
+def _verdict_exit(verdicts: list[int]) -> int:
+    from nsinspect.proto import agent_pb2 as pb  # noqa: PLC0415
+
+    if pb.VERDICT_MISMATCH in verdicts:
+        return EXIT_MISMATCH
+    return EXIT_UNKNOWN if pb.VERDICT_UNKNOWN in verdicts else EXIT_OK
+
+
+def verify_containers(args: argparse.Namespace, names: list[str]) -> int:
+    """Inspect each named container through the node's agent and print its verification."""
+    import grpc  # noqa: PLC0415
+
+    from nsinspect.cli import facts, render  # noqa: PLC0415
+    from nsinspect.cli.agentclient import connect, explain  # noqa: PLC0415
+    from nsinspect.cli.target import reach  # noqa: PLC0415
+    from nsinspect.proto import agent_pb2 as pb  # noqa: PLC0415
+
+    verdicts: list[int] = []
+    with reach(args) as agent:
+        if agent.pod is None:
+            raise CliError("verify needs the pod spec: use it through Kubernetes, not with --agent")
+        spec_facts = facts.from_pod(agent.pod)
+        known = [c.name for c in agent.pod.spec.ephemeral_containers or []]
+        for name in names or known:
+            if name not in known:
+                raise CliError(f'pod {args.namespace}/{args.pod} has no ephemeral container "{name}"')
+        if not (names or known):
+            raise CliError(f"pod {args.namespace}/{args.pod} has no ephemeral containers to verify")
+        channel, stub = connect(agent.address)
+        with channel:
+            for name in names or known:
+                request = pb.InspectRequest(pod=pb.PodRef(namespace=args.namespace, name=args.pod),
+                                            container=name, facts=spec_facts)
+                try:
+                    resp = stub.Inspect(request, timeout=args.timeout)
+                except grpc.RpcError as err:
+                    raise explain(err, f"the agent on node {agent.node}") from None
+                verdicts.append(int(resp.verdict))
+                if args.output in ("json", "yaml"):
+                    sys.stdout.write(render.machine(resp, args.output))
+                else:
+                    sys.stdout.write(render.inspection(resp, wide=args.output == "wide", narrowed=True))
+    return _verdict_exit(verdicts)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    return verify_containers(args, args.names)
+
+
+def run_debug(args: argparse.Namespace) -> int:
+    from nsinspect.cli import kube  # noqa: PLC0415
+
+    if args.agent:
+        raise CliError("debug adds an ephemeral container through Kubernetes: drop --agent")
+    k = kube.connect(args)
+    args.namespace = args.namespace or k.namespace
+    pod = kube.get_pod(k, args.namespace, args.pod)
+    if args.target and args.target not in [c.name for c in pod.spec.containers]:
+        raise CliError(f'pod {args.namespace}/{args.pod} has no container "{args.target}" to target')
+    name = args.name or debugger_name()
+    try:
+        since = add(k.core, args.namespace, args.pod, ephemeral_container(args, name))
+        print(f"added ephemeral container {name} to {args.namespace}/{args.pod}", file=sys.stderr)
+        wait_running(k.core, args.namespace, args.pod, name, since=since, timeout=args.wait_timeout)
+    except CliError as err:
+        if not args.fallback:
+            raise
+        print(f"warning: {err}", file=sys.stderr)
+        return fallback(args, str(err))
+    return verify_containers(args, [name])
+
+
+def fallback(args: argparse.Namespace, why: str) -> int:
+    """The same debug session, through the agent's Exec in tools mode against the target: the
+    debugger's tools run in the target's namespaces (all but mnt), and the pod is not changed."""
+    from nsinspect.cli import exec as execcmd  # noqa: PLC0415
+
+    print(f"debugging {args.namespace}/{args.pod} through the nsinspect agent instead", file=sys.stderr)
+    session = argparse.Namespace(**vars(args))
+    session.container = args.target  # empty: the agent picks the pod's first container
+    session.command = args.command or ["sh"]
+    session.tools, session.ns, session.privileged, session.workdir = True, [], False, ""
+    session.user = session.group = None
+    return int(execcmd.run_exec(session))

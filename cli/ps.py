@@ -1,0 +1,163 @@
+"""`nsinspect ps POD`: every process of a pod as the node sees it, as a table or a tree per container.
+
+Also home of `call()`, the one way cli/net.py and this module reach the agent's Observe service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from nsinspect.cli import render
+from nsinspect.cli.agentclient import call
+from nsinspect.cli.errors import EXIT_OK, CliError
+from nsinspect.proto import agent_pb2
+from nsinspect.proto import observe_pb2 as pb
+from nsinspect.proto import observe_pb2_grpc as pb_grpc
+
+R = TypeVar("R")
+OUTSIDE = "(outside)"
+_UNPRINTABLE = {c: "?" for c in (*range(32), 127)}
+
+
+
+
+def pod_ref(args: argparse.Namespace) -> agent_pb2.PodRef:
+    return agent_pb2.PodRef(namespace=args.namespace, name=args.pod, uid=args.uid)
+
+
+def emit(msg: Message, text: Callable[[], str], args: argparse.Namespace) -> None:
+    sys.stdout.write(render.machine(msg, args.output) if args.output in ("json", "yaml") else text())
+
+
+def printable(text: str) -> str:
+    """Control characters (a process may name itself anything) must not reach the terminal."""
+    return text.translate(_UNPRINTABLE)
+
+
+def list_request(args: argparse.Namespace, pod: agent_pb2.PodRef | None = None) -> pb.ListProcessesRequest:
+    request = pb.ListProcessesRequest(pod=pod or pod_ref(args), container=args.container)
+    if args.cpu_sample is not None:
+        request.cpu_sample_ms = round(args.cpu_sample * 1000)
+    return request
+
+
+def run_ps(args: argparse.Namespace) -> int:
+    if args.cpu_sample is not None and not 0 <= args.cpu_sample <= 10:
+        raise CliError("--cpu-sample must be between 0 and 10 seconds", exit_code=2)
+    if args.selector:
+        return _run_many(args)
+    resp = call(args, pb_grpc.ObserveStub, "ListProcesses", list_request)
+    wide = args.output == "wide"
+    emit(resp, lambda: tree(resp, wide) if args.tree else processes(resp, wide), args)
+    return EXIT_OK
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    from nsinspect.cli import fanout  # noqa: PLC0415
+
+    def ask(channel: grpc.Channel, pod: Any) -> pb.ListProcessesResponse:
+        ref = agent_pb2.PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name)
+        return pb_grpc.ObserveStub(channel).ListProcesses(list_request(args, ref), timeout=args.timeout)
+
+    wide = args.output == "wide"
+    return fanout.emit(fanout.over_pods(args, ask), args, lambda r: tree(r, wide) if args.tree else processes(r, wide))
+
+
+# -- rendering ------------------------------------------------------------------------------------
+def who(p: pb.Process) -> str:
+    return "(sandbox)" if p.sandbox else OUTSIDE if p.outside else p.container or p.container_id[:13]
+
+
+def command(p: pb.Process, width: int = 0) -> str:
+    text = printable(" ".join(p.argv) if p.argv else f"[{p.comm}]")
+    if p.state == "zombie":
+        text += " <defunct>"
+    return text if not width or len(text) <= width else text[:width - 3] + "..."
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if n >= 10 or unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.0f}"
+
+
+def _started(t: float, now: float) -> str:
+    return time.strftime("%H:%M:%S" if now - t < 86400 else "%Y-%m-%d", time.localtime(t))
+
+
+def _ident(name: str, number: int, wide: bool) -> str:
+    name = printable(name)
+    if wide:
+        return f"{name}({number})" if name else str(number)
+    return name or str(number)
+
+
+def _heading(resp: pb.ListProcessesResponse) -> str:
+    pod = resp.pod
+    sample = f"%CPU over {resp.cpu_sample_ms / 1000:g} s" if resp.cpu_sample_ms else "%CPU averaged over each lifetime"
+    return (f"Pod {pod.namespace}/{pod.name}  node {resp.node_name or '?'}  {len(resp.processes)} processes  "
+            f"{sample}\n")
+
+
+def _footer(resp: pb.ListProcessesResponse) -> str:
+    out = []
+    if any(p.outside for p in resp.processes):
+        out.append(f"{OUTSIDE}: in no container of the pod; it joined the pod's pid or network namespace "
+                   "from elsewhere (nsenter, an exec helper)\n")
+    out += [f"warning: {w}\n" for w in resp.warnings]
+    return "".join(out)
+
+
+def processes(resp: pb.ListProcessesResponse, wide: bool = False) -> str:
+    now = time.time()
+    if wide:
+        rows: list[Sequence[str]] = [("CONTAINER", "PID", "NSPID", "PPID", "USER", "GROUP", "STATE", "%CPU", "RSS",
+                                      "THR", "START", "JOINED", "CGROUP", "COMMAND")]
+        rows += [(who(p), str(p.pid), "/".join(map(str, p.nspid)), str(p.ppid), _ident(p.user, p.uid, True),
+                  _ident(p.group, p.gid, True), p.state, f"{p.cpu_percent:.1f}", _size(p.rss_bytes), str(p.threads),
+                  _started(p.start_time, now), ",".join(p.joined) or "-", printable(p.cgroup) or "-", command(p))
+                 for p in resp.processes]
+    else:
+        rows = [("CONTAINER", "PID", "PODPID", "USER", "STATE", "%CPU", "RSS", "START", "COMMAND")]
+        rows += [(who(p), str(p.pid), str(p.pid_in_pod or "-"), _ident(p.user, p.uid, False), p.state,
+                  f"{p.cpu_percent:.1f}", _size(p.rss_bytes), _started(p.start_time, now), command(p, 60))
+                 for p in resp.processes]
+    return _heading(resp) + "\n" + render.table(rows) + _footer(resp)
+
+
+def tree(resp: pb.ListProcessesResponse, wide: bool = False) -> str:
+    """Parentage within each container (and among the outsiders): roots are processes whose parent
+    is not in the same group, e.g. a container's init, whose parent is the runtime's shim."""
+    groups: dict[str, list[pb.Process]] = {}
+    for p in resp.processes:
+        groups.setdefault(who(p), []).append(p)
+    out = [_heading(resp)]
+    for name, members in groups.items():
+        ident = members[0].container_id[:12]
+        out.append(f"\n{name}{'  ' + ident if ident else ''}\n")
+        pids = {p.pid for p in members}
+        children: dict[int, list[pb.Process]] = {}
+        for p in members:
+            children.setdefault(p.ppid if p.ppid in pids else 0, []).append(p)
+        _branches(children, 0, "", wide, out)
+    return "".join(out) + "\n" + _footer(resp)
+
+
+def _branches(children: dict[int, list[pb.Process]], pid: int, prefix: str, wide: bool, out: list[str]) -> None:
+    kids = sorted(children.get(pid, []), key=lambda p: p.pid)
+    for i, p in enumerate(kids):
+        last = i == len(kids) - 1
+        branch = "" if pid == 0 else ("└─ " if last else "├─ ")
+        joined = f"  [{','.join(p.joined)}]" if p.joined else ""
+        out.append(f"  {prefix}{branch}{p.pid} ({p.pid_in_pod or '-'}) {_ident(p.user, p.uid, wide)} "
+                   f"{command(p, 0 if wide else 60)}{joined}\n")
+        _branches(children, p.pid, prefix + ("" if pid == 0 else "   " if last else "│  "), wide, out)
