@@ -77,6 +77,16 @@ class Agent:
                 count += len(os.listdir(f"/proc/{helper.pid}/fd")) - len(spares)
         return count
 
+    def settled_fds(self) -> int:
+        """fds() once it has not changed for 0.3 s (the helper refills its spares in the background)."""
+        deadline = time.monotonic() + 10
+        last, same = self.fds(), 0
+        while same < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.fds()
+            same, last = (same + 1, now) if now == last else (0, now)
+        return last
+
     def assert_serving(self) -> None:
         result = run(self.stub, start("plain", "true"))
         assert result.exit is not None and result.exit.code == 0
@@ -328,7 +338,7 @@ def test_signals_are_forwarded(agent: Agent, sig: int, number: int) -> None:
 def test_disconnect_kills_the_whole_tree(agent: Agent, mine: LabPod) -> None:
     init = mine["app"].pid
     agent.assert_serving()  # the client's connection is made before counting
-    fds = agent.fds()
+    fds = agent.settled_fds()
     script = "sleep 1001 & (setsid sleep 1002 &); (trap '' TERM HUP; sleep 1003) & echo up; sleep 1004"
     live = Live(agent.stub, start(mine.name, "sh", "-c", script))
     live.read_until(b"up\n")
@@ -341,7 +351,7 @@ def test_disconnect_kills_the_whole_tree(agent: Agent, mine: LabPod) -> None:
     assert eventually(lambda: [p.pid for p in in_pid_ns(init)] == [init]), \
         [(p.pid, p.name(), p.status()) for p in in_pid_ns(init)]  # no process, and no zombie, left
     assert eventually(lambda: not agent.session_processes())
-    assert eventually(lambda: agent.fds() == fds), (agent.fds(), fds)
+    assert agent.settled_fds() == fds
 
 
 def test_what_the_command_leaves_running_ends_with_it(agent: Agent, mine: LabPod) -> None:
@@ -360,7 +370,7 @@ def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode | None, str]:
 
 def test_errors_are_precise_and_leave_the_agent_serving(agent: Agent, lab: Lab) -> None:
     agent.assert_serving()  # the client's connection is made before counting
-    fds = agent.fds()
+    fds = agent.settled_fds()
     cases: list[tuple[pb.ExecStart, grpc.StatusCode, str]] = [
         (start("plain", "ls", namespaces=["net", "bogus"]), grpc.StatusCode.INVALID_ARGUMENT,
          "unknown namespace type 'bogus'"),
@@ -385,7 +395,7 @@ def test_errors_are_precise_and_leave_the_agent_serving(agent: Agent, lab: Lab) 
     assert missing.exit is not None and missing.exit.code == 127
     assert missing.exit.error == '"no-such-command": executable file not found in $PATH (/bin)'
     agent.assert_serving()
-    assert eventually(lambda: agent.fds() == fds), (agent.fds(), fds)
+    assert agent.settled_fds() == fds
 
 
 def test_the_session_limit(agent: Agent) -> None:
