@@ -26,8 +26,8 @@ def open_stream(kube: Kube, namespace: str, pod: str, port: int) -> Any:
         return portforward(kube.core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
     except ApiException as err:
         if err.status == 403:
-            raise CliError(f"port-forward to {namespace}/{pod} is forbidden: you need `create pods/portforward` "
-                           f"in namespace {namespace}") from None
+            raise CliError(f"port-forward to {namespace}/{pod} is forbidden: you need get and create on "
+                           f"pods/portforward in namespace {namespace}") from None
         raise api_error(err, f"cannot port-forward to {namespace}/{pod}") from None
 
 
