@@ -200,22 +200,46 @@ def run_debug(args: argparse.Namespace) -> int:
         print(f"added ephemeral container {name} to {args.namespace}/{args.pod}", file=sys.stderr)
         wait_running(k.core, args.namespace, args.pod, name, since=since, timeout=args.wait_timeout)
     except CliError as err:
-        if not args.fallback:
+        question = f"{err}\nDebug through the nsinspect agent instead (the pod is not changed)?"
+        if not (args.fallback or _agrees(question)):
             raise
         print(f"warning: {err}", file=sys.stderr)
-        return fallback(args, str(err))
-    return verify_containers(args, [name])
+        return fallback(args)
+    verified = verify_containers(args, [name])
+    if not args.stdin:
+        return verified
+    session = attach(args, name)
+    return verified if verified != EXIT_OK else session
 
 
-def fallback(args: argparse.Namespace, why: str) -> int:
-    """The same debug session, through the agent's Exec in tools mode against the target: the
-    debugger's tools run in the target's namespaces (all but mnt), and the pod is not changed."""
+def _agrees(question: str) -> bool:
+    """Ask on a terminal; never when stdin is not one (scripts get the error and its advice)."""
+    if not sys.stdin.isatty():
+        return False
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def attach(args: argparse.Namespace, name: str) -> int:
+    """-i/-t: a session in the debugger container, through the agent (its own namespaces and image,
+    so it needs the agent and pods/exec rather than pods/attach)."""
+    return _session(args, container=name, tools=False)
+
+
+def _session(args: argparse.Namespace, *, container: str, tools: bool) -> int:
+    """An exec session through the agent with debug's command, environment and terminal flags."""
     from nsinspect.cli import exec as execcmd  # noqa: PLC0415
 
-    print(f"debugging {args.namespace}/{args.pod} through the nsinspect agent instead", file=sys.stderr)
     session = argparse.Namespace(**vars(args))
-    session.container = args.target  # empty: the agent picks the pod's first container
+    session.container, session.tools = container, tools
     session.command = args.command or ["sh"]
-    session.tools, session.ns, session.privileged, session.workdir = True, [], False, ""
+    session.ns, session.privileged, session.workdir = [], False, ""
     session.user = session.group = None
     return int(execcmd.run_exec(session))
+
+
+def fallback(args: argparse.Namespace) -> int:
+    """The same debug session, through the agent's Exec in tools mode against the target: the
+    debugger's tools run in the target's namespaces (all but mnt), and the pod is not changed."""
+    print(f"debugging {args.namespace}/{args.pod} through the nsinspect agent instead", file=sys.stderr)
+    return _session(args, container=args.target, tools=True)  # no target: the pod's first container

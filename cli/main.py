@@ -118,13 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=("general", "baseline", "restricted", "netadmin", "sysadmin"),
                      help="kubectl debug's security profile (default general)")
     dbg.add_argument("--env", action="append", default=[], metavar="K=V", help="environment; repeatable")
-    dbg.add_argument("-i", "--stdin", action="store_true", help="keep stdin open on the container")
-    dbg.add_argument("-t", "--tty", action="store_true", help="allocate a TTY for the container")
+    dbg.add_argument("-i", "--stdin", action="store_true",
+                     help="then open an interactive session in the debugger (through the agent)")
+    dbg.add_argument("-t", "--tty", action="store_true", help="with -i: on a terminal (raw mode, resizes)")
     dbg.add_argument("--wait-timeout", type=float, default=60.0, metavar="SECONDS",
                      help="how long to wait for the container to run (default 60)")
     dbg.add_argument("--fallback", action="store_true",
                      help="if the cluster will not run an ephemeral container, debug through the agent instead "
-                          "(tools mode; the pod is not changed)")
+                          "(tools mode; the pod is not changed); on a terminal, you are asked")
     dbg.set_defaults(run="nsinspect.cli.debug:run_debug", takes_command=True)
 
     ver = sub.add_parser("verify", help="verify what existing ephemeral containers really share",

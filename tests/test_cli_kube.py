@@ -22,6 +22,7 @@ from tests.agentproc import running_agent
 from tests.cluster.auth import Token, User, rule
 from tests.cluster.fixtures import client_for
 from tests.cluster.kubelet import KubeletOptions
+from tests.cluster.registry import UNMANAGED
 from tests.cluster.standin import TWO_NODES, Cluster
 from tests.lab.config import LabConfig
 
@@ -288,3 +289,75 @@ def test_bash_completion(agent_in_cluster: Cluster, core: Any, kubeconfig: Path)
     assert _bash_complete(["ns", "w"], kubeconfig) == ["web", "worker"]
     assert _bash_complete(["exec", "-n", "default", "we"], kubeconfig) == ["web"]
     assert _bash_complete(["ns", "-n", "nsinspect-system", "ns"], kubeconfig)[0].startswith("nsinspect-agent-")
+
+
+def test_debug_interactive_session_in_the_debugger(agent_in_cluster: Cluster, core: Any, kubeconfig: Path) -> None:
+    make_pod(core, "web", {"containers": [sleeper("app")]})
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("NSINSPECT_AGENT", None)
+    result = subprocess.run([sys.executable, "-m", "nsinspect.cli.main", "debug", "web", "--image", "busybox",
+                             "--target", "app", "--name", "dbg", "-i"],
+                            input="echo from-the-debugger; hostname; ps -o args | grep -c 'sleep 3600'\n",
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pid: the namespace of 'app', as expected" in result.stdout  # verified first ...
+    tail = result.stdout.strip().splitlines()[-3:]
+    assert tail[:2] == ["from-the-debugger", "web"] and int(tail[2]) >= 1  # ... then a shell that sees app
+
+
+def test_fallback_is_offered_on_a_terminal(agent_in_cluster: Cluster, core: Any, kubeconfig: Path) -> None:
+    import pty  # noqa: PLC0415
+
+    make_pod(core, "web", {"containers": [sleeper("app")]})
+    agent_in_cluster.behaviours.ephemeral_containers = False
+    argv = [sys.executable, "-m", "nsinspect.cli.main", "debug", "web", "--image", "busybox", "--target", "app",
+            "--", "hostname"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the CLI on a terminal, as a person runs it
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+        os.environ.pop("NSINSPECT_AGENT", None)
+        os.execv(sys.executable, argv)
+    seen = b""
+    deadline = time.monotonic() + 60
+    answered = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"[y/N]" in seen:
+            os.write(fd, b"y\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = seen.decode(errors="replace")
+    assert answered, text
+    assert "ephemeral containers are disabled for this cluster" in text
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "\nweb\r\n" in text or text.rstrip().endswith("web")
+
+
+def test_agent_not_ready(agent_in_cluster: Cluster, core: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    with Cluster(agent_in_cluster.lab_cfg) as other:
+        make_pod(client.CoreV1Api(client_for(other, "admin-token", tmp_path / "a")), "web",
+                 {"containers": [sleeper("app")]})
+        other.registry.create("nsinspect-system", {
+            "metadata": {"name": "nsinspect-agent-starting", "labels": {"app.kubernetes.io/name": "nsinspect-agent"},
+                         "annotations": {UNMANAGED: "true"}},
+            "spec": {"nodeName": "lab-node", "containers": [{"name": "agent", "image": "nsinspect.local/agent:dev"}]}})
+        result = nsinspect(other.kubeconfig(tmp_path / "kc"), "ns", "web")
+    assert result.returncode == 1
+    assert ('the nsinspect agent on node "lab-node" (nsinspect-system/nsinspect-agent-starting) is not ready '
+            "(phase Pending)") in result.stderr
+
+
+def test_waiting_reasons_are_shown(agent_in_cluster: Cluster, core: Any, kubeconfig: Path) -> None:
+    make_pod(core, "web", {"containers": [sleeper("app")]})
+    result = nsinspect(kubeconfig, "debug", "web", "--image", "nsinspect.local/no-such-image:1", "--target", "app",
+                       "--name", "dbg", "--wait-timeout", "4")
+    assert result.returncode == 1
+    assert "  dbg: ErrImagePull" in result.stderr
+    assert "timed out after 4s waiting for ephemeral container dbg to run (last: ErrImagePull" in result.stderr

@@ -184,7 +184,7 @@ class Kubelet:
                 if target not in state.lab.containers:
                     return "CreateContainerError", f'target container "{target}" is not running'
         return ContainerSpec(c["name"], image.name, command, uid, gid, pid, target, None, env,
-                             bool(sc.get("privileged")))
+                             bool(sc.get("privileged")), stdin=bool(c.get("stdin")))
 
     def _image_present(self, name: str) -> bool:
         resp = self._images.ImageStatus(cri.ImageStatusRequest(image=cri.ImageSpec(image=name)), timeout=10)

@@ -39,6 +39,7 @@ class ContainerSpec:
     target_id: str | None = None  # raw runtime id, to ask for targets that do not exist
     env: tuple[tuple[str, str], ...] = ()
     privileged: bool = False
+    stdin: bool = False  # keep stdin open (a shell then waits for input instead of exiting)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class Lab:
             command=list(cspec.command),
             envs=[cri.KeyValue(key=k, value=v) for k, v in cspec.env],
             labels=labels,
+            stdin=cspec.stdin,
             linux=cri.LinuxContainerConfig(security_context=sec),
         )
         req = cri.CreateContainerRequest(pod_sandbox_id=pod.sandbox_id, config=config,
