@@ -361,3 +361,23 @@ def test_waiting_reasons_are_shown(agent_in_cluster: Cluster, core: Any, kubecon
     assert result.returncode == 1
     assert "  dbg: ErrImagePull" in result.stderr
     assert "timed out after 4s waiting for ephemeral container dbg to run (last: ErrImagePull" in result.stderr
+
+
+def test_ps_and_net_by_pod_name(agent_in_cluster: Cluster, core: Any, kubeconfig: Path) -> None:
+    make_pod(core, "web", {"containers": [sleeper("app"), {"name": "server", "image": "busybox",
+                                                          "command": ["httpd", "-f", "-p", "8080"]}]})
+    ps = nsinspect(kubeconfig, "ps", "web", "-o", "json")
+    assert ps.returncode == 0, ps.stderr
+    by_container = {p["container"]: p["argv"] for p in json.loads(ps.stdout)["processes"] if not p["sandbox"]}
+    assert by_container == {"app": ["sleep", "3600"], "server": ["httpd", "-f", "-p", "8080"]}
+    deadline = time.monotonic() + 10
+    while True:
+        net = nsinspect(kubeconfig, "net", "web", "-o", "json")
+        assert net.returncode == 0, net.stderr
+        listening = [s for s in json.loads(net.stdout)["sockets"] if s["local_port"] == 8080]
+        if listening or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert listening and {o["container"] for o in listening[0]["owners"]} == {"server"}
+    pod_ip = core.read_namespaced_pod("web", "default").status.pod_ip
+    assert pod_ip in {a["address"] for a in json.loads(net.stdout)["addresses"]}
