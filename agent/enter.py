@@ -17,15 +17,16 @@ measures both.) Per session:
     │       starts the command, forwards signals, reports to the agent, and when the command ends
     │       (or the agent hangs up) kills what is left of the session.
     └ command  posix_spawn'ed (a fork only for a terminal), so no Python runs between fork and exec.
+
+The syscalls are in syscalls.py, the command's credentials and environment in creds.py, and
+starting it in spawn.py.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
-import ctypes
 import errno
-import fcntl
 import gc
 import json
 import os
@@ -33,7 +34,6 @@ import select
 import signal
 import socket
 import sys
-import termios
 import time
 import traceback
 from collections.abc import Sequence
@@ -41,21 +41,31 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nsinspect.agent import toolbox
+from nsinspect.agent.creds import Creds, read_environ
+from nsinspect.agent.spawn import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_NOT_FOUND,
+    Spawn,
+    _exec_message,
+    _find,
+    prepare_spawn,
+    spawn,
+)
+from nsinspect.agent.syscalls import (
+    CLONE,
+    NS_ORDER,
+    PR_CAPBSET_READ,
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_DUMPABLE,
+    _libc,
+    prctl,
+    set_name,
+    setns,
+)
 
-NS_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")  # nsenter's
-CLONE = {"mnt": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
-         "user": 0x10000000, "pid": 0x20000000, "net": 0x40000000, "time": 0x00000080}
 MSG_MAX = 1 << 16
 SPARES, REFILL_DELAY = 2, 0.008
 CGROUP_ENV = "NSINSPECT_EXEC_CGROUP"
-EXIT_NOT_FOUND, EXIT_CANNOT_EXECUTE = 127, 126  # as shells report them
-
-PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_SET_NAME = 4, 8, 15
-PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 23, 24, 36, 38, 47
-PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
-_CAP_VERSION_3 = 0x20080522
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class EnterError(Exception):
@@ -65,42 +75,6 @@ class EnterError(Exception):
         super().__init__(message)
         self.code = code
         self.gone = gone
-
-
-def _check(result: int, what: str) -> int:
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
-
-
-def prctl(option: int, arg2: int = 0, arg3: int = 0) -> int:
-    return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
-                              ctypes.c_ulong(0)), f"prctl({option})")
-
-
-def set_name(name: bytes) -> None:
-    """The process name (comm) ps shows for a helper process."""
-    _check(_libc.prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0)), "prctl(PR_SET_NAME)")
-
-
-def setns(fd: int, nstype: int) -> None:
-    _check(_libc.setns(fd, nstype), "setns")
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-def capset(effective: int, permitted: int, inheritable: int) -> None:
-    data = (_CapData * 2)(*(_CapData((effective >> s) & 0xFFFFFFFF, (permitted >> s) & 0xFFFFFFFF,
-                                     (inheritable >> s) & 0xFFFFFFFF) for s in (0, 32)))
-    _check(_libc.capset(ctypes.byref(_CapHeader(_CAP_VERSION_3, 0)), data), "capset")
 
 
 # -- what the agent asks for -------------------------------------------------------------------------
@@ -243,83 +217,6 @@ def choose_namespaces(plan: Plan, target: Target) -> list[str]:
     return chosen
 
 
-def _id_map(raw: bytes) -> list[tuple[int, int, int]]:
-    return [(int(a), int(b), int(c)) for a, b, c in (line.split() for line in raw.splitlines() if line.strip())]
-
-
-def _inside(value: int, mapping: list[tuple[int, int, int]]) -> int | None:
-    """A host-side id as seen inside a user namespace with this uid_map/gid_map (as read from outside)."""
-    for inside, outside, count in mapping:
-        if outside <= value < outside + count:
-            return inside + value - outside
-    return None
-
-
-def _or_overflow(value: int | None) -> int:
-    return 65534 if value is None else value  # the kernel's overflow id for what a namespace cannot map
-
-
-@dataclass(frozen=True)
-class Creds:
-    """The target's credentials from /proc/PID/status, as ids inside the user namespace joined."""
-
-    uids: tuple[int, int, int]
-    gids: tuple[int, int, int]
-    groups: tuple[int, ...]
-    inheritable: int
-    permitted: int
-    effective: int
-    bounding: int
-    ambient: int
-    no_new_privs: bool
-    last_cap: int = 40
-
-    @classmethod
-    def read(cls, target: Target, joins_user: bool) -> Creds:
-        status = dict(line.split(":", 1) for line in target.read("status").decode().splitlines() if ":" in line)
-        uids = [int(v) for v in status["Uid"].split()[:3]]
-        gids = [int(v) for v in status["Gid"].split()[:3]]
-        groups = [int(v) for v in status.get("Groups", "").split()]
-        if joins_user:
-            umap, gmap = _id_map(target.read("uid_map")), _id_map(target.read("gid_map"))
-            uids = [_or_overflow(_inside(u, umap)) for u in uids]
-            gids = [_or_overflow(_inside(g, gmap)) for g in gids]
-            groups = [g for g in (_inside(g, gmap) for g in groups) if g is not None]
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last_cap = int(f.read())
-
-        def cap(name: str) -> int:
-            return int(status.get(name, "0").strip(), 16)
-
-        return cls((uids[0], uids[1], uids[2]), (gids[0], gids[1], gids[2]), tuple(groups),
-                   cap("CapInh"), cap("CapPrm"), cap("CapEff"), cap("CapBnd"), cap("CapAmb"),
-                   status.get("NoNewPrivs", "0").strip() == "1", last_cap)
-
-    def apply(self, user: int | None, group: int | None) -> None:
-        """Become the target (or user/group): groups, bounding set, ids (keeping caps), capability sets."""
-        os.setgroups(list(self.groups))
-        for cap in range(self.last_cap + 1):
-            if not self.bounding >> cap & 1:
-                prctl(PR_CAPBSET_DROP, cap)
-        prctl(PR_SET_KEEPCAPS, 1)
-        os.setresgid(*((group,) * 3 if group is not None else self.gids))
-        os.setresuid(*((user,) * 3 if user is not None else self.uids))
-        capset(self.effective & self.permitted, self.permitted, self.inheritable & self.bounding)
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-        for cap in range(self.last_cap + 1):
-            if self.ambient >> cap & 1:
-                prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
-        prctl(PR_SET_KEEPCAPS, 0)
-        if self.no_new_privs:
-            prctl(PR_SET_NO_NEW_PRIVS, 1)
-
-
-def read_environ(target: Target, plan: Plan) -> dict[bytes, bytes]:
-    env = dict(item.split(b"=", 1) for item in target.read("environ").split(b"\0") if b"=" in item)
-    if plan.tools:
-        env[b"PATH"] = toolbox.PATH.encode()
-    env.update((os.fsencode(k), os.fsencode(v)) for k, v in plan.env)
-    return env
 
 
 def join(target: Target, types: Sequence[str], method: str) -> None:
@@ -556,123 +453,6 @@ def reaper(s: Entry) -> int:
     return _reap_loop(s, cmd, wake_r)
 
 
-def _find(name: str, env: dict[bytes, bytes]) -> str:
-    """execvp's search, done here so that "not found" and "not executable" are told apart."""
-    if "/" in name:
-        return name
-    denied = False
-    for folder in env.get(b"PATH", os.defpath.encode()).decode(errors="surrogateescape").split(":"):
-        path = os.path.join(folder or ".", name)
-        if os.path.isfile(path):
-            if os.access(path, os.X_OK):
-                return path
-            denied = True
-    raise OSError(errno.EACCES if denied else errno.ENOENT, name)
-
-
-_SPAWN_SETSIGDEF, _SPAWN_SETSIGMASK, _SPAWN_SETSID = 0x04, 0x08, 0x80
-_SIGSET_BYTES = 128
-# Every signal but KILL and STOP, glibc's internal 32 and 33 included: glibc 2.36's posix_spawn
-# leaves those two ignored in the child, and os.posix_spawn cannot name them (sigaddset refuses).
-_ALL_DEFAULT = (((1 << 64) - 1) & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.SIGSTOP - 1))).to_bytes(
-    8, sys.byteorder) + bytes(_SIGSET_BYTES - 8)
-
-
-def _returned(err: int, path: str = "") -> None:
-    """The posix_spawn family returns an errno instead of setting it."""
-    if err:
-        raise OSError(err, os.strerror(err), *((path,) if path else ()))
-
-
-class Spawn:
-    """A posix_spawn prepared ahead (in the enterer, whose pages are warm) and run by the reaper:
-    vfork, so no page tables copied and no Python in the child; a new session leader with stdio on
-    `stdio`, every signal at its default and none blocked, as a freshly started process has them."""
-
-    def __init__(self, path: str, argv: list[str], env: dict[bytes, bytes], stdio: list[int]) -> None:
-        self.path = os.fsencode(path)
-        self.actions = ctypes.create_string_buffer(512)  # posix_spawn_file_actions_t: 80 bytes on glibc
-        self.attr = ctypes.create_string_buffer(512)  # posix_spawnattr_t: 336 bytes
-        _returned(_libc.posix_spawn_file_actions_init(self.actions))
-        _returned(_libc.posix_spawnattr_init(self.attr))
-        for target, fd in enumerate(stdio):
-            _returned(_libc.posix_spawn_file_actions_adddup2(self.actions, fd, target))
-        _returned(_libc.posix_spawnattr_setflags(self.attr, ctypes.c_short(_SPAWN_SETSIGDEF | _SPAWN_SETSIGMASK
-                                                                           | _SPAWN_SETSID)))
-        _returned(_libc.posix_spawnattr_setsigdefault(self.attr, _ALL_DEFAULT))
-        _returned(_libc.posix_spawnattr_setsigmask(self.attr, bytes(_SIGSET_BYTES)))
-        self.argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)
-        self.env = (ctypes.c_char_p * (len(env) + 1))(*[k + b"=" + v for k, v in env.items()], None)
-
-    def run(self) -> int:
-        """The command's PID; OSError when the exec failed."""
-        pid = ctypes.c_int()
-        try:
-            _returned(_libc.posix_spawn(ctypes.byref(pid), self.path, self.actions, self.attr, self.argv, self.env),
-                      os.fsdecode(self.path))
-        finally:
-            _libc.posix_spawn_file_actions_destroy(self.actions)
-            _libc.posix_spawnattr_destroy(self.attr)
-        return pid.value
-
-
-def prepare_spawn(s: Entry) -> None:
-    """Find the program (as the target would: its root, PATH and credentials) and prepare the spawn;
-    a failure is kept, for the reaper to report as the command's."""
-    try:
-        path = _find(s.plan.argv[0], s.env)
-        if not s.plan.tty:
-            s.spawn = Spawn(path, list(s.plan.argv), s.env, [s.fds[name] for name in ("stdin", "stdout", "stderr")])
-        else:
-            s.spawn = path
-    except OSError as err:
-        s.spawn = err
-
-
-def spawn(s: Entry) -> int:
-    """Start the command: the prepared posix_spawn, or for a terminal a fork that makes it the
-    controlling tty of a new session."""
-    if s.spawn is None:
-        prepare_spawn(s)
-    if isinstance(s.spawn, OSError):
-        raise s.spawn
-    if isinstance(s.spawn, Spawn):
-        return s.spawn.run()
-    assert isinstance(s.spawn, str)
-    path, argv = s.spawn, list(s.plan.argv)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            fcntl.ioctl(s.fds["stdin"], termios.TIOCSCTTY, 0)
-            for i in range(3):
-                os.dup2(s.fds["stdin"], i)
-            signal.set_wakeup_fd(-1)
-            for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            os.execve(path, argv, s.env)
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                os.write(err_w, str(err.errno).encode())
-        finally:
-            os._exit(EXIT_CANNOT_EXECUTE)
-    os.close(err_w)
-    failed = os.read(err_r, 64)
-    os.close(err_r)
-    if failed:
-        os.waitpid(pid, 0)
-        raise OSError(int(failed), os.strerror(int(failed)))
-    return pid
-
-
-def _exec_message(s: Entry, err: OSError) -> str:
-    name = s.plan.argv[0]
-    if err.errno == errno.ENOENT and "/" not in name:
-        path = s.env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
-        return f'"{name}": executable file not found in $PATH ({path})'
-    return f'"{name}": {os.strerror(err.errno or errno.EIO)}'
 
 
 def _read_file(path: str) -> bytes:
