@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from nsinspect.agent import procns
 from nsinspect.agent.compare import compare
-from nsinspect.agent.errors import InvalidArgument, NotFound, NotRunning
+from nsinspect.agent.errors import InvalidArgument
 from nsinspect.agent.model import (
     ContainerVerification,
     HostInfo,
@@ -78,28 +78,13 @@ class Inspector:
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
 
-    def _resolve(self, ref: PodRef, container: str, fresh: bool = False) -> PodInfo:
-        pod = self.resolver.resolve(ref, fresh)
-        if container and pod.container(container) is None and not fresh:
-            pod = self.resolver.resolve(ref, fresh=True)  # added since we cached it?
-        if container:
-            found = pod.container(container)
-            if found is None:
-                raise NotFound(f'container "{container}" not found in pod {pod.namespace}/{pod.name}')
-            if found.state != "running":
-                raise NotRunning(f'container "{container}" of pod {pod.namespace}/{pod.name} is not running '
-                                 f"(state: {found.state})")
-        elif pod.sandbox is None or pod.sandbox.state != "ready":
-            raise NotRunning(f"pod {pod.namespace}/{pod.name} has no running sandbox")
-        return pod
-
     def inspect(self, ref: PodRef, container: str = "", facts: PodFacts | None = None) -> Inspection:
         facts = facts or PodFacts()
-        pod = self._resolve(ref, container)
+        pod = self.resolver.running(ref, container)
         _check_targets(pod, facts)
         reads = read_pod(pod)
         if _any_gone(reads):
-            pod = self._resolve(ref, container, fresh=True)
+            pod = self.resolver.running(ref, container, fresh=True)
             reads = read_pod(pod)
         warnings = []
         if pod.source is Source.PROC:

@@ -310,10 +310,10 @@ class NetInspector:
         self.lister = lister
 
     def net_info(self, ref: PodRef) -> NetInfo:
-        pod = self.lister.resolve(ref)
+        pod = self.lister.resolver.running(ref)
         opened = self._open(pod)
         if opened is None:
-            pod = self.lister.resolve(ref, fresh=True)
+            pod = self.lister.resolver.running(ref, fresh=True)
             opened = self._open(pod)
         if opened is None:
             raise NotRunning(f"pod {pod.namespace}/{pod.name}: its sandbox exited while being read")

@@ -39,7 +39,6 @@ import psutil
 
 from nsinspect.agent import procns
 from nsinspect.agent.cgroups import CgroupTree, container_dirs, parse_cgroup_file, read_procs
-from nsinspect.agent.errors import NotFound, NotRunning
 from nsinspect.agent.model import PodInfo, PodRef, Source
 from nsinspect.agent.resolver import Resolver
 
@@ -434,26 +433,11 @@ class ProcessLister:
         self.resolver = resolver
         self.cgroups = cgroups or CgroupTree()
 
-    def resolve(self, ref: PodRef, container: str = "", fresh: bool = False) -> PodInfo:
-        pod = self.resolver.resolve(ref, fresh)
-        if container and pod.container(container) is None and not fresh:
-            pod = self.resolver.resolve(ref, fresh=True)  # added since it was cached?
-        if container:
-            found = pod.container(container)
-            if found is None:
-                raise NotFound(f'container "{container}" not found in pod {pod.namespace}/{pod.name}')
-            if found.state != "running":
-                raise NotRunning(f'container "{container}" of pod {pod.namespace}/{pod.name} is not running '
-                                 f"(state: {found.state})")
-        elif pod.sandbox is None or pod.sandbox.state != "ready":
-            raise NotRunning(f"pod {pod.namespace}/{pod.name} has no running sandbox")
-        return pod
-
     def discover(self, ref: PodRef, container: str = "") -> Discovery:
-        pod = self.resolve(ref, container)
+        pod = self.resolver.running(ref, container)
         found = self.discover_pod(pod, container)
         if found is None:  # a cached container process is gone: ask the runtime afresh, once
-            pod = self.resolve(ref, container, fresh=True)
+            pod = self.resolver.running(ref, container, fresh=True)
             found = self.discover_pod(pod, container, settle=True)
         assert found is not None
         return found

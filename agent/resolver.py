@@ -11,7 +11,7 @@ import threading
 import time
 
 from nsinspect.agent.cri_resolver import CriResolver
-from nsinspect.agent.errors import NotFound, RuntimeUnavailable
+from nsinspect.agent.errors import NotFound, NotRunning, RuntimeUnavailable
 from nsinspect.agent.model import PodInfo, PodRef
 from nsinspect.agent.proc_resolver import ProcResolver
 
@@ -51,6 +51,23 @@ class Resolver:
                                 ("UID", ref.uid, pod.uid)):
             if want and want != got:
                 raise NotFound(f"pod {ref} not found on this node (its {part} is not {want!r})")
+        return pod
+
+    def running(self, ref: PodRef, container: str = "", fresh: bool = False) -> PodInfo:
+        """The pod, with `container` (if given) running, else with a ready sandbox: what every
+        call that reads processes needs. A container not seen yet gets one uncached look."""
+        pod = self.resolve(ref, fresh)
+        if container and pod.container(container) is None and not fresh:
+            pod = self.resolve(ref, fresh=True)
+        if container:
+            found = pod.container(container)
+            if found is None:
+                raise NotFound(f'container "{container}" not found in pod {pod.namespace}/{pod.name}')
+            if found.state != "running":
+                raise NotRunning(f'container "{container}" of pod {pod.namespace}/{pod.name} is not running '
+                                 f"(state: {found.state})")
+        elif pod.sandbox is None or pod.sandbox.state != "ready":
+            raise NotRunning(f"pod {pod.namespace}/{pod.name} has no running sandbox")
         return pod
 
     def _resolve(self, ref: PodRef, fresh: bool) -> PodInfo:
