@@ -363,19 +363,8 @@ class Session:
     def read_status(self) -> None:
         """Take every message waiting on the status socket; EOF means the helper processes are gone."""
         with self._status_lock:
-            while not self.helper_gone and not self._closed:
-                try:
-                    msg, fds = recv_msg(self.status, nowait=True)
-                except BlockingIOError:
-                    return
-                except OSError:
-                    msg, fds = None, []
-                for fd in fds:
-                    os.close(fd)
-                if msg is None:
-                    self.helper_gone = True
-                    return
-                self._event(msg)
+            while not self.helper_gone and not self._closed and self._drain_status():
+                pass
 
     def _event(self, msg: dict[str, Any]) -> None:
         event = msg.get("event")
@@ -555,19 +544,21 @@ class Session:
             except subprocess.TimeoutExpired:
                 log.error("spawned exec helper did not exit", extra={"session": self.id, "pid": self.process.pid})
 
-    def _drain_status(self) -> None:
+    def _drain_status(self) -> bool:
+        """Take one message from the status socket; False when none is waiting or the helper is gone."""
         try:
             msg, fds = recv_msg(self.status, nowait=True)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             msg, fds = None, []
         for fd in fds:
             os.close(fd)
         if msg is None:
             self.helper_gone = True
-        else:
-            self._event(msg)
+            return False
+        self._event(msg)
+        return True
 
     def _close_ours(self) -> None:
         for fd in {self._stdin, *self.outputs, self._wake_r, self._wake_w} - {-1}:
