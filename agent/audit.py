@@ -1,8 +1,10 @@
-"""The exec audit trail: one JSON line when a session starts and one when it ends.
+"""The audit trail: one JSON line per call the agent admits or refuses (`"event": "call"`: caller,
+RPC, target, permissions, decision and reason; see agent/auth.py), and for exec one more when a
+session starts and one when it ends.
 
 Separate from the agent's log (stderr) so it can be shipped and kept on its own: stdout by
 default, or an append-only file (`--audit-log FILE`). Each line is complete on its own; the end
-line repeats the start's fields, so either can be searched alone.
+line repeats the start's fields, so either can be searched alone. No line ever holds a token.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class AuditLog:
                 self._out.flush()
             except (OSError, ValueError) as err:
                 log.error("cannot write the audit log", extra={"path": self.path, "error": str(err), "entry": entry})
+
+    def call(self, entry: dict[str, Any]) -> None:
+        """One call's authentication and authorization decision."""
+        self._write({"time": _now(), "event": "call", **entry})
 
     def started(self, record: AuditRecord) -> None:
         entry = {k: v for k, v in asdict(record).items()

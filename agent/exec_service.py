@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import logging
 import os
 import select
@@ -21,14 +22,15 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import grpc
 
 from nsinspect.agent import validate
-from nsinspect.agent.audit import AuditLog, AuditRecord
-from nsinspect.agent.enter import Plan
+from nsinspect.agent.audit import AuditRecord
+from nsinspect.agent.auth import Guard, exec_elevation
+from nsinspect.agent.enter import MSG_MAX, Plan
 from nsinspect.agent.errors import InvalidArgument, NotFound, NotRunning, NsinspectError
 from nsinspect.agent.model import ContainerInfo, PodInfo, PodRef
 from nsinspect.agent.resolver import Resolver
@@ -41,20 +43,10 @@ log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Exec"].full_name
 SIGNALS = {pb.SIGNAL_INT: signal.SIGINT, pb.SIGNAL_TERM: signal.SIGTERM, pb.SIGNAL_KILL: signal.SIGKILL}
 MAX_ARGS_BYTES = 128 * 1024
+MAX_PLAN_TEXT = MSG_MAX - 8192  # argv, env and paths as JSON: the plan is one message to the helper
 DRAIN_AFTER_EXIT = 1.0
 BULK_GAP, LINGER = 0.002, 0.001  # output that follows output this closely waits LINGER to batch up
 RECENT_TTL, RECENT_SIZE = 10.0, 1024  # resolved targets reused (checked by the helper, see _target)
-
-# Who may do what is the security issue's: it replaces this hook. It gets the call, the request
-# and the resolved target, returns the caller's identity for the audit log, and raises
-# PermissionDenied / Unauthenticated. `start.privileged` (root with every capability), `user`,
-# `group`, `tools` and a namespace subset without "mnt" deserve their own verbs.
-Authorize = Callable[[grpc.ServicerContext, pb.ExecStart, PodInfo, ContainerInfo], str]
-
-
-def allow_everyone(context: grpc.ServicerContext, start: pb.ExecStart, pod: PodInfo, container: ContainerInfo) -> str:
-    return "unauthenticated"
-
 
 class HelperError(NsinspectError):
     """What the helper reported, with the status code it named."""
@@ -97,6 +89,10 @@ def _check_start(start: pb.ExecStart, config: ExecConfig) -> tuple[PodRef, str, 
         _text(value, "environment variable value", MAX_ARGS_BYTES)
     _text(start.workdir, "working directory")
     _text(start.root, "root")
+    size = len(json.dumps([list(start.argv), sorted(start.env.items()), start.workdir, start.root]).encode())
+    if size > MAX_PLAN_TEXT:
+        raise InvalidArgument(f"the command, its environment and paths are too long: {size} bytes as sent to the "
+                              f"exec helper, at most {MAX_PLAN_TEXT}")
     if start.tools:
         if not config.toolbox:
             raise NoToolbox("this agent has no toolbox: start it with --toolbox DIR to use tools mode")
@@ -118,18 +114,17 @@ def _pick(pod: PodInfo, name: str) -> ContainerInfo | None:
 class ExecService(pb_grpc.ExecServicer):
     name = SERVICE
 
-    def __init__(self, resolver: Resolver, sessions: Sessions, audit: AuditLog, config: ExecConfig,
-                 authorize: Authorize = allow_everyone) -> None:
+    def __init__(self, resolver: Resolver, sessions: Sessions, guard: Guard, config: ExecConfig) -> None:
         self.resolver = resolver
         self.sessions = sessions
-        self.audit = audit
+        self.guard = guard
+        self.audit = guard.audit
         self.config = config
-        self.authorize = authorize
         self._lock = threading.Lock()
         self._recent: OrderedDict[tuple[PodRef, str], tuple[float, PodInfo, ContainerInfo]] = OrderedDict()
 
     @classmethod
-    def from_args(cls, resolver: Resolver, args: argparse.Namespace) -> ExecService:
+    def from_args(cls, resolver: Resolver, args: argparse.Namespace, guard: Guard) -> ExecService:
         """The service as `nsinspect-agent` flags configure it; cleaned up when the agent exits."""
         if args.toolbox and not os.path.isdir(args.toolbox):
             raise SystemExit(f"nsinspect-agent: --toolbox {args.toolbox}: not a directory")
@@ -139,7 +134,7 @@ class ExecService(pb_grpc.ExecServicer):
         cgroup = Cgroup.create()
         path = str(cgroup.path) if cgroup is not None else ""
         launcher: Launcher = ForkServer(path) if args.exec_helper == "forkserver" else Spawner(path)
-        service = cls(resolver, Sessions(launcher, cgroup, args.max_sessions), AuditLog(args.audit_log),
+        service = cls(resolver, Sessions(launcher, cgroup, args.max_sessions), guard,
                       ExecConfig(toolbox=os.path.abspath(args.toolbox) if args.toolbox else "",
                                  idle_timeout=args.idle_timeout))
         atexit.register(service.close)
@@ -186,10 +181,10 @@ class ExecService(pb_grpc.ExecServicer):
             raise InvalidArgument("the first message of an Exec stream must be `start`")
         start = first.start
         ref, name, namespaces = _check_start(start, self.config)
+        caller = self.guard.pod(context, "Exec", ref, exec_elevation(start))  # before anything is looked up
         pod, container = self._target(ref, name)
-        caller = self.authorize(context, start, pod, container)
         record = AuditRecord(
-            session=uuid.uuid4().hex[:12], caller=caller,
+            session=uuid.uuid4().hex[:12], caller=caller.user,
             pod={"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}, container=container.name,
             namespaces=list(namespaces) or ["all"], argv=list(start.argv), tty=start.tty, stdin=start.stdin,
             tools=start.tools, privileged=start.privileged,

@@ -11,7 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from nsinspect.agent import procns
+from nsinspect.agent import auth, procns
+from nsinspect.agent.audit import AuditLog
 from nsinspect.agent.cri import CriClient, find_endpoint
 from nsinspect.agent.cri_resolver import CriResolver
 from nsinspect.agent.exec_service import ExecService
@@ -56,18 +57,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="concurrent exec sessions; more are refused with RESOURCE_EXHAUSTED (default 8)")
     p.add_argument("--idle-timeout", type=float, default=0.0, metavar="SECONDS",
                    help="end exec sessions without input or output for this long (default 0: never)")
-    p.add_argument("--audit-log", default="-", metavar="FILE", help="exec audit log, JSON lines (default -: stdout)")
+    p.add_argument("--audit-log", default="-", metavar="FILE",
+                   help="audit log, JSON lines: every call admitted or refused, every exec session (default -: stdout)")
     p.add_argument("--exec-helper", choices=("forkserver", "spawn"), default="forkserver",
                    help="enter namespaces from a helper started once (default) or one spawned per session")
+    auth.add_flags(p)  # who may call: agent/auth.py
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p.parse_args(argv)
 
 
-def services(resolver: Resolver, args: argparse.Namespace) -> list[Service]:
-    """Every gRPC service the agent serves; each feature adds its own here."""
-    return [AgentService(resolver, args.node_name), ObserveService(resolver, args.node_name, args.cpu_sample_ms),
-            ExecService.from_args(resolver, args)]
+def services(resolver: Resolver, args: argparse.Namespace, guard: auth.Guard) -> list[Service]:
+    """Every gRPC service the agent serves; each feature adds its own here. Each handler asks
+    `guard` (agent/auth.py) whether its caller may do this to its target."""
+    return [AgentService(resolver, guard, args.node_name),
+            ObserveService(resolver, guard, args.node_name, args.cpu_sample_ms),
+            ExecService.from_args(resolver, args, guard)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     state_dirs = args.runtime_state_dir or list(DEFAULT_STATE_DIRS)
     resolver = Resolver(cri, ProcResolver(state_dirs))
     try:
-        server, bound = build_server(services(resolver, args), args.listen or ["unix:///run/nsinspect/agent.sock"],
-                                     args.max_workers)
+        security = auth.Security.from_args(args, AuditLog(args.audit_log))
+    except auth.ConfigError as err:
+        log.error("cannot set up authentication", extra={"error": str(err)})
+        return 1
+    try:
+        server, bound = build_server(services(resolver, args, security.guard),
+                                     args.listen or ["unix:///run/nsinspect/agent.sock"], args.max_workers,
+                                     interceptors=[security.interceptor], tls=security.tls)
     except (ValueError, RuntimeError) as err:
         log.error("cannot listen", extra={"error": str(err)})
         return 1
@@ -96,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     log.info("agent serving", extra={"listen": bound, "cri_endpoint": endpoint or "", "node": args.node_name,
-                                     "state_dirs": [str(d) for d in state_dirs]})
+                                     "state_dirs": [str(d) for d in state_dirs],
+                                     "api_server": security.api_server or "none: only unix-socket callers (root)",
+                                     "audience": args.audience, "mtls": security.tls is not None})
     stop.wait()
     log.info("agent stopping")
     server.stop(grace=2).wait()

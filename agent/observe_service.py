@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from nsinspect.agent import validate, wire
+from nsinspect.agent.auth import Guard
 from nsinspect.agent.errors import InvalidArgument
 from nsinspect.agent.network import NetInfo, NetInspector
 from nsinspect.agent.processes import ProcessFacts, ProcessList, ProcessLister
@@ -20,7 +21,8 @@ MAX_CPU_SAMPLE_MS = 10_000  # a request holds a worker thread for this long
 class ObserveService(pb_grpc.ObserveServicer):
     name = SERVICE
 
-    def __init__(self, resolver: Resolver, node_name: str = "", cpu_sample_ms: int = 250) -> None:
+    def __init__(self, resolver: Resolver, guard: Guard, node_name: str = "", cpu_sample_ms: int = 250) -> None:
+        self.guard = guard
         self.lister = ProcessLister(resolver)
         self.net = NetInspector(self.lister)
         self.node_name = node_name
@@ -37,11 +39,13 @@ class ObserveService(pb_grpc.ObserveServicer):
         sample = request.cpu_sample_ms if request.HasField("cpu_sample_ms") else self.cpu_sample_ms
         if sample > MAX_CPU_SAMPLE_MS:
             raise InvalidArgument(f"cpu_sample_ms {sample} is too long: at most {MAX_CPU_SAMPLE_MS}")
+        self.guard.pod(context, "ListProcesses", ref)
         return process_list(self.lister.list(ref, container, sample / 1000), self.node_name)
 
     @_errors
     def NetInfo(self, request: pb.NetInfoRequest, context: grpc.ServicerContext) -> pb.NetInfoResponse:
         ref = validate.pod_ref(request.pod.namespace, request.pod.name, request.pod.uid)
+        self.guard.pod(context, "NetInfo", ref)
         return net_info(self.net.net_info(ref), self.node_name)
 
 

@@ -10,6 +10,7 @@ import functools
 import inspect
 import ipaddress
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
@@ -20,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from nsinspect.agent import nodemap, procns, validate, wire
+from nsinspect.agent.auth import Guard
 from nsinspect.agent.errors import NsinspectError
 from nsinspect.agent.inspector import Inspector
 from nsinspect.agent.resolver import Resolver
@@ -76,9 +78,10 @@ def _errors(method: Callable[..., R]) -> Callable[..., R]:
 class AgentService(pb_grpc.AgentServicer):
     name = SERVICE
 
-    def __init__(self, resolver: Resolver, node_name: str = "") -> None:
+    def __init__(self, resolver: Resolver, guard: Guard, node_name: str = "") -> None:
         self.resolver = resolver
         self.inspector = Inspector(resolver)
+        self.guard = guard
         self.node_name = node_name
 
     def register(self, server: grpc.Server) -> None:
@@ -88,22 +91,25 @@ class AgentService(pb_grpc.AgentServicer):
     def Inspect(self, request: pb.InspectRequest, context: grpc.ServicerContext) -> pb.InspectResponse:
         ref = validate.pod_ref(request.pod.namespace, request.pod.name, request.pod.uid)
         container = validate.container_name(request.container)
+        self.guard.pod(context, "Inspect", ref)
         result = self.inspector.inspect(ref, container, wire.facts_from_pb(request.facts))
         return wire.inspection(result, self.node_name)
 
     @_errors
     def NodeMap(self, request: pb.NodeMapRequest, context: grpc.ServicerContext) -> pb.NodeMapResponse:
         types = validate.ns_types(request.types)
+        self.guard.node(context, "NodeMap")
         pods, from_cri = self.resolver.list_pods()
         host = procns.read_host()
         return wire.node_map(nodemap.build_node_map(pods, host, types), host, from_cri, self.node_name)
 
 
-def _bind_address(listen: str) -> str:
+def _bind_address(listen: str, tls: bool = False) -> str:
     """`unix:///path` or `tcp://host:port` (or plain host:port) as grpc wants it.
 
-    TCP is loopback only: the agent is root on the node, and there is no authentication on a
-    plain port (in a cluster, users reach it through the API server's port-forward).
+    Without TLS, TCP is loopback only: the agent is root on the node, and bearer tokens must not
+    cross the network in clear text (in a cluster, users reach it through the API server's
+    port-forward). With TLS (mTLS: every TCP caller has a client certificate) any address will do.
     """
     if listen.startswith("unix://"):
         path = Path(listen.removeprefix("unix://"))
@@ -116,19 +122,23 @@ def _bind_address(listen: str) -> str:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if not loopback:
-        raise ValueError(f"refusing to listen on {listen}: TCP is allowed on loopback addresses only")
+    if not loopback and not tls:
+        raise ValueError(f"refusing to listen on {listen}: TCP is allowed on loopback addresses only "
+                         "(unless the agent serves TLS: --tls-cert, --tls-key, --tls-client-ca)")
     return address
 
 
 def build_server(services: Sequence[Service], listens: Sequence[str], max_workers: int = 16,
-                 max_concurrent_rpcs: int = 256) -> tuple[grpc.Server, list[str]]:
+                 max_concurrent_rpcs: int = 256, *, interceptors: Sequence[grpc.ServerInterceptor] = (),
+                 tls: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, list[str]]:
     """A ready (not yet started) server and the addresses it bound, with TCP ports resolved.
 
     Calls beyond `max_concurrent_rpcs` are refused with RESOURCE_EXHAUSTED instead of queueing.
+    With `tls`, TCP listeners serve it (unix sockets never do: their callers are root).
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                         options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=max_concurrent_rpcs)
+                         options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=max_concurrent_rpcs,
+                         interceptors=list(interceptors))
     for service in services:
         service.register(server)
     names = [s.name for s in services]
@@ -139,11 +149,16 @@ def build_server(services: Sequence[Service], listens: Sequence[str], max_worker
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     bound = []
     for listen in listens:
-        address = _bind_address(listen)
-        port = server.add_insecure_port(address)
+        address = _bind_address(listen, tls is not None)
         if address.startswith("unix:"):
+            mask = os.umask(0o177)  # 0600 from the start: whoever connects here is taken for root
+            try:
+                server.add_insecure_port(address)
+            finally:
+                os.umask(mask)
             Path(address.removeprefix("unix:")).chmod(0o600)
             bound.append(f"unix://{address.removeprefix('unix:')}")
         else:
-            bound.append(f"tcp://{address.rsplit(':', 1)[0]}:{port}")
+            port = server.add_secure_port(address, tls) if tls is not None else server.add_insecure_port(address)
+            bound.append(f"{'tls' if tls is not None else 'tcp'}://{address.rsplit(':', 1)[0]}:{port}")
     return server, bound

@@ -1,9 +1,19 @@
-"""Reach an agent and turn its gRPC failures into one-line messages with exit codes."""
+"""Reach an agent with the caller's credentials, and turn its gRPC failures into one-line messages.
+
+The agent authenticates every call but health (agent/auth.py): over its unix socket the caller is
+root on the node; over TCP the CLI sends a bearer token (--token, else the kubeconfig user's) and,
+for agents that serve mTLS, a client certificate (--tls-cert/--tls-key, server checked with --tls-ca).
+A token goes only over TLS or to a local address (unix socket, loopback, the port-forward relay):
+gRPC's local credentials refuse to send it anywhere else.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,6 +22,41 @@ from google.protobuf.message import Message
 from nsinspect.cli.errors import CliError
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the CLI shows an agent. Never printed: a token must not end up in a message."""
+
+    token: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def __repr__(self) -> str:
+        return f"Credentials(token={'***' if self.token else ''!r}, tls_cert={self.tls_cert!r})"
+
+
+def credentials(args: argparse.Namespace, kube: Any | None = None) -> Credentials:
+    """--token (or $NSINSPECT_TOKEN), else through Kubernetes the kubeconfig user's bearer token
+    (static, token file, exec plugin or auth provider); plus the TLS files. Through Kubernetes,
+    a kubeconfig with no token and no --tls-cert is an error that says what to do."""
+    tls = {k: getattr(args, k, None) or "" for k in ("tls_ca", "tls_cert", "tls_key")}
+    if bool(tls["tls_cert"]) != bool(tls["tls_key"]):
+        raise CliError("--tls-cert and --tls-key go together")
+    token = getattr(args, "token", None) or ""
+    if not token and kube is not None:
+        from nsinspect.cli import kube as kubemod  # noqa: PLC0415 - the kubernetes client is slow to import
+
+        token, why = kubemod.bearer_token(kube)
+        if not token and not tls["tls_cert"]:
+            raise CliError(
+                f"the nsinspect agent needs a bearer token, and the kubeconfig user has none ({why}). Pass one "
+                "with --token TOKEN (or $NSINSPECT_TOKEN), e.g. a service account's: --token \"$(kubectl create "
+                "token NAME -n NAMESPACE --audience nsinspect)\", or an OIDC token your API server accepts for "
+                "audience nsinspect; or use mTLS with --tls-cert/--tls-key (and --tls-ca) against an agent "
+                "that serves TLS")
+    return Credentials(token.strip(), **tls)
 
 
 def target(address: str) -> str:
@@ -23,6 +68,43 @@ def target(address: str) -> str:
     return address.removeprefix("tcp://")
 
 
+def _local(where: str) -> bool:
+    if where.startswith("unix:"):
+        return True
+    host = where.rsplit(":", 1)[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read(path: str, flag: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise CliError(f"cannot read {flag} {path}: {err.strerror or err}") from None
+
+
+def open_channel(address: str, creds: Credentials) -> grpc.Channel:
+    """A channel to the agent at `address` that presents `creds`."""
+    where = target(address)
+    call_creds = grpc.access_token_call_credentials(creds.token) if creds.token else None
+    if creds.tls_ca or creds.tls_cert:
+        tls = grpc.ssl_channel_credentials(_read(creds.tls_ca, "--tls-ca"), _read(creds.tls_key, "--tls-key"),
+                                           _read(creds.tls_cert, "--tls-cert"))
+        return grpc.secure_channel(where, grpc.composite_channel_credentials(tls, call_creds) if call_creds else tls)
+    if call_creds is None:
+        return grpc.insecure_channel(where)
+    if not _local(where):
+        raise CliError(f"refusing to send a bearer token in clear text to {address}: reach the agent through "
+                       "Kubernetes (port-forward), or over TLS (--tls-ca, --tls-cert, --tls-key)")
+    kind = grpc.LocalConnectionType.UDS if where.startswith("unix:") else grpc.LocalConnectionType.LOCAL_TCP
+    return grpc.secure_channel(where, grpc.composite_channel_credentials(grpc.local_channel_credentials(kind),
+                                                                         call_creds))
+
+
 def call(args: argparse.Namespace, stub: Callable[[grpc.Channel], Any], method: str,
          build: Callable[[argparse.Namespace], Message]) -> Any:
     """One unary call to the agent that serves args' pod (directly or through Kubernetes).
@@ -30,20 +112,23 @@ def call(args: argparse.Namespace, stub: Callable[[grpc.Channel], Any], method: 
     `build` makes the request once the namespace is known (the context's, when -n is not given)."""
     from nsinspect.cli.target import reach  # noqa: PLC0415
 
-    with reach(args) as agent, grpc.insecure_channel(target(agent.address)) as channel:
+    with reach(args) as agent, open_channel(agent.address, agent.credentials) as channel:
         try:
             return getattr(stub(channel), method)(build(args), timeout=args.timeout)
         except grpc.RpcError as err:
             raise explain(err, args.agent or f"the agent on node {agent.node}") from None
 
 
-def connect(address: str) -> tuple[grpc.Channel, pb_grpc.AgentStub]:
-    channel = grpc.insecure_channel(target(address))
+def connect(address: str, creds: Credentials) -> tuple[grpc.Channel, pb_grpc.AgentStub]:
+    channel = open_channel(address, creds)
     return channel, pb_grpc.AgentStub(channel)
 
 
 def explain(err: grpc.RpcError, address: str) -> CliError:
     code, details = rpc_status(err)
+    if code == grpc.StatusCode.UNAVAILABLE and "handshake" in details.lower():
+        return CliError(f"no TLS connection to the agent at {address} (check --tls-ca, --tls-cert and --tls-key): "
+                        f"{details}")
     if code == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower() or "socket" in details.lower()):
         return CliError(f"cannot reach the agent at {address}: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

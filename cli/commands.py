@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from nsinspect.cli import facts, fanout, render
-from nsinspect.cli.agentclient import call, connect, explain
+from nsinspect.cli.agentclient import call, connect, credentials, explain
 from nsinspect.cli.errors import EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, CliError
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
@@ -65,7 +65,7 @@ def run_nsmap(args: argparse.Namespace) -> int:
         outcomes = fanout.over_nodes(args, ask)
         return fanout.emit(outcomes, args, lambda r: render.node_map(r, wide=args.output == "wide"))
     address = _agent_address(args)
-    channel, stub = connect(address)
+    channel, stub = connect(address, credentials(args))
     with channel:
         try:
             resp = stub.NodeMap(pb.NodeMapRequest(types=args.type), timeout=args.timeout)

@@ -163,7 +163,7 @@ def verify_containers(args: argparse.Namespace, names: list[str]) -> int:
                 raise CliError(f'pod {args.namespace}/{args.pod} has no ephemeral container "{name}"')
         if not (names or known):
             raise CliError(f"pod {args.namespace}/{args.pod} has no ephemeral containers to verify")
-        channel, stub = connect(agent.address)
+        channel, stub = connect(agent.address, agent.credentials)
         with channel:
             for name in names or known:
                 request = pb.InspectRequest(pod=pb.PodRef(namespace=args.namespace, name=args.pod),

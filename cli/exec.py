@@ -22,8 +22,7 @@ from typing import Any
 import grpc
 
 from nsinspect.cli import tty
-from nsinspect.cli.agentclient import explain
-from nsinspect.cli.agentclient import target as grpc_target
+from nsinspect.cli.agentclient import explain, open_channel
 from nsinspect.cli.errors import EXIT_USAGE, CliError
 from nsinspect.cli.target import reach
 from nsinspect.proto import agent_pb2
@@ -71,7 +70,7 @@ def run_exec(args: argparse.Namespace) -> int:
     with reach(args) as agent:
         start.pod.namespace = args.namespace
         where = args.agent or f"the agent on node {agent.node}"
-        with grpc.insecure_channel(grpc_target(agent.address)) as channel:
+        with open_channel(agent.address, agent.credentials) as channel:
             return Session(channel, start, args.stdin, use_tty, args.timeout).run(where)
 
 

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from kubernetes.client.exceptions import ApiException
 
 from nsinspect.cli import kube, portforward, render
-from nsinspect.cli.agentclient import explain
+from nsinspect.cli.agentclient import Credentials, credentials, explain, open_channel
 from nsinspect.cli.errors import EXIT_ERROR, CliError
 from nsinspect.cli.target import agent_port
 
@@ -35,7 +35,8 @@ class Outcome:
 Ask = Callable[[grpc.Channel, Any], Message]
 
 
-def _ask_node(k: kube.Kube, args: argparse.Namespace, node: str, pods: Sequence[Any], ask: Ask) -> list[Outcome]:
+def _ask_node(k: kube.Kube, args: argparse.Namespace, node: str, pods: Sequence[Any], ask: Ask, *,
+              creds: Credentials) -> list[Outcome]:
     names = [f"{p.metadata.namespace}/{p.metadata.name}" for p in pods] or [""]
     try:
         agent = kube.find_agent(k, node, args.agent_namespace)
@@ -44,7 +45,7 @@ def _ask_node(k: kube.Kube, args: argparse.Namespace, node: str, pods: Sequence[
     except CliError as err:
         return [Outcome(node, name, error=str(err)) for name in names]
     outcomes = []
-    with forward as address, grpc.insecure_channel(address) as channel:
+    with forward as address, open_channel(address, creds) as channel:
         for pod, name in zip(pods or [None], names, strict=True):
             try:
                 outcomes.append(Outcome(node, name, ask(channel, pod)))
@@ -92,8 +93,9 @@ def over_nodes(args: argparse.Namespace, ask: Ask) -> list[Outcome]:
 
 
 def _run(k: kube.Kube, args: argparse.Namespace, by_node: dict[str, list[Any]], ask: Ask) -> list[Outcome]:
+    creds = credentials(args, k)
     with ThreadPoolExecutor(max_workers=max(1, args.max_concurrency), thread_name_prefix="node") as pool:
-        jobs = [pool.submit(_ask_node, k, args, node, pods, ask) for node, pods in sorted(by_node.items())]
+        jobs = [pool.submit(_ask_node, k, args, node, pods, ask, creds=creds) for node, pods in sorted(by_node.items())]
         return [outcome for job in jobs for outcome in job.result()]
 
 

@@ -46,6 +46,22 @@ def connect(args: argparse.Namespace) -> Kube:
     return Kube(api, default_ns, (chosen or {}).get("name", ""))
 
 
+def bearer_token(kube: Kube) -> tuple[str, str]:
+    """The kubeconfig user's bearer token for the agent, and when there is none, what the user has
+    instead. The kubernetes client's loader has run any exec credential plugin or auth provider
+    already; asking through the configuration refreshes an expired one."""
+    configuration = kube.api.configuration
+    value = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip(), ""
+    if scheme.lower() == "basic":
+        return "", "it authenticates with a user name and password"
+    if configuration.cert_file:
+        return "", "it authenticates with a client certificate"
+    return "", "it has no credentials"
+
+
 def api_error(err: ApiException, what: str) -> CliError:
     """One line from the API server's Status body (its message), or its HTTP reason."""
     import json  # noqa: PLC0415

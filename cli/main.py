@@ -15,6 +15,10 @@ from typing import Any
 from nsinspect.cli.errors import EXIT_CODES_HELP as EPILOG
 from nsinspect.cli.errors import CliError
 
+# Before any command imports grpc: its C core would print TLS handshake failures to stderr at INFO,
+# on top of our one-line error.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 
 def _common(p: argparse.ArgumentParser, pod: bool = True) -> None:
     k8s = p.add_argument_group("Kubernetes (kubectl's flags)")
@@ -25,6 +29,13 @@ def _common(p: argparse.ArgumentParser, pod: bool = True) -> None:
     p.add_argument("--agent", metavar="ADDR", default=os.environ.get("NSINSPECT_AGENT"),
                    help="talk to this agent directly (unix:///path or host:port) instead of through Kubernetes "
                         "(default $NSINSPECT_AGENT)")
+    creds = p.add_argument_group("credentials for the agent (agent/auth.py checks every call)")
+    creds.add_argument("--token", default=os.environ.get("NSINSPECT_TOKEN"), metavar="TOKEN",
+                       help="bearer token, audience nsinspect (default $NSINSPECT_TOKEN, else the kubeconfig user's; "
+                            "none needed on the agent's unix socket)")
+    creds.add_argument("--tls-ca", metavar="FILE", help="CA to verify an agent that serves TLS")
+    creds.add_argument("--tls-cert", metavar="FILE", help="client certificate for an mTLS agent (CN user, O groups)")
+    creds.add_argument("--tls-key", metavar="FILE", help="the client certificate's key")
     p.add_argument("-o", "--output", choices=("text", "wide", "json", "yaml"), default="text",
                    help="output format (default text)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per-request timeout")

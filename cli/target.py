@@ -9,17 +9,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from nsinspect.cli.agentclient import Credentials, credentials
 from nsinspect.cli.errors import CliError
 
 
 @dataclass(frozen=True)
 class Reached:
-    address: str  # what grpc.insecure_channel takes
+    address: str  # what agentclient.open_channel takes
     pod: Any | None  # the V1Pod, when found through Kubernetes (its spec gives the facts to verify)
     node: str = ""
+    credentials: Credentials = field(default_factory=Credentials)  # what to show the agent (agentclient.credentials)
 
 
 def agent_port(agent_pod: Any, default: int) -> int:
@@ -33,16 +35,17 @@ def agent_port(agent_pod: Any, default: int) -> int:
 
 @contextmanager
 def reach(args: argparse.Namespace) -> Iterator[Reached]:
-    """Yields the agent's address; sets args.namespace (-n, else the context's namespace) and
-    args.pod_object (the V1Pod, None with --agent) for the request builder."""
+    """Yields the agent's address and the credentials to show it; sets args.namespace (-n, else the
+    context's namespace) and args.pod_object (the V1Pod, None with --agent) for the request builder."""
     if args.agent:
         args.namespace = args.namespace or "default"
         args.pod_object = None
-        yield Reached(args.agent, None)
+        yield Reached(args.agent, None, credentials=credentials(args))
         return
     from nsinspect.cli import kube, portforward  # noqa: PLC0415 - the kubernetes client is slow to import
 
     k = kube.connect(args)
+    creds = credentials(args, k)  # before anything is asked: no token is an error that says what to do
     args.namespace = args.namespace or k.namespace
     if not args.pod:
         raise CliError("through Kubernetes a pod is found by name: give POD (or use --agent with --uid)")
@@ -53,4 +56,4 @@ def reach(args: argparse.Namespace) -> Iterator[Reached]:
     agent = kube.find_agent(k, node, args.agent_namespace)
     port = agent_port(agent, kube.AGENT_PORT)
     with portforward.Forwarder(k, agent.metadata.namespace, agent.metadata.name, port) as address:
-        yield Reached(address, pod, node)
+        yield Reached(address, pod, node, creds)

@@ -16,11 +16,15 @@ from tests.lab.config import LabConfig
 
 
 @contextmanager
-def running_agent(cfg: LabConfig, sock: Path, *extra: str, log: Path | None = None) -> Iterator[str]:
-    """The agent serving `cfg`'s lab on a unix socket; yields its address once healthy."""
+def running_agent(cfg: LabConfig, sock: Path, *extra: str, log: Path | None = None,
+                  kubeconfig: Path | None = None) -> Iterator[str]:
+    """The agent serving `cfg`'s lab on a unix socket (and whatever `extra` adds); yields that
+    address once healthy. `kubeconfig`: the API server it verifies TCP callers with (its
+    --kubeconfig, e.g. the stand-in's `cluster.kubeconfig(path, "agent-token")`)."""
     address = f"unix://{sock}"
     argv = [sys.executable, "-m", "nsinspect.agent.main", "--listen", address, "--cri-endpoint", cfg.endpoint,
-            "--runtime-state-dir", str(cfg.state), "--node-name", "lab-node", *extra]
+            "--runtime-state-dir", str(cfg.state), "--node-name", "lab-node", *extra,
+            *(("--kubeconfig", str(kubeconfig)) if kubeconfig else ())]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(argv, stdout=out, stderr=out)
     try:

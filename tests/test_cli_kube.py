@@ -19,7 +19,7 @@ from kubernetes import client
 
 from tests import toolbox
 from tests.agentproc import running_agent
-from tests.cluster.auth import Token, User, rule
+from tests.cluster.auth import USER_AUDIENCES, Token, User, rule
 from tests.cluster.fixtures import client_for
 from tests.cluster.kubelet import KubeletOptions
 from tests.cluster.registry import UNMANAGED
@@ -38,12 +38,14 @@ def free_port() -> int:
 @contextmanager
 def cluster_with_agent(lab_cfg: LabConfig, tmp_path: Path, options: KubeletOptions | None = None) -> Iterator[Cluster]:
     """The stand-in, and the real agent for the lab registered as the DaemonSet's pod on lab-node
-    (it listens on loopback only; the CLI reaches it through pods/portforward)."""
+    (it listens on loopback only; the CLI reaches it through pods/portforward and sends the
+    kubeconfig's token, which the agent verifies with the stand-in as its service account)."""
     port = free_port()
     tools = toolbox.build(tmp_path / "toolbox")
     with Cluster(lab_cfg, kubelet_options=options or KubeletOptions()) as cluster, \
             running_agent(lab_cfg, tmp_path / "agent.sock", "--listen", f"tcp://127.0.0.1:{port}",
-                          "--toolbox", str(tools)):
+                          "--toolbox", str(tools),
+                          kubeconfig=cluster.kubeconfig(tmp_path / "agent.kubeconfig", "agent-token")):
         cluster.register_agent("lab-node", "127.0.0.1", port)
         yield cluster
 
@@ -206,7 +208,8 @@ def test_unknown_pod(agent_in_cluster: Cluster, kubeconfig: Path) -> None:
 def test_fan_out_over_two_nodes_with_one_agent_down(lab_cfg: LabConfig, tmp_path: Path) -> None:
     port = free_port()
     with Cluster(lab_cfg, nodes=TWO_NODES) as two, \
-            running_agent(lab_cfg, tmp_path / "agent.sock", "--listen", f"tcp://127.0.0.1:{port}"):
+            running_agent(lab_cfg, tmp_path / "agent.sock", "--listen", f"tcp://127.0.0.1:{port}",
+                          kubeconfig=two.kubeconfig(tmp_path / "agent.kubeconfig", "agent-token")):
         two.register_agent("lab-node", "127.0.0.1", port)
         two.register_agent("lab-node-2", "127.0.0.1", free_port())  # registered, but nothing listens: down
         api = client_for(two, "admin-token", tmp_path / "admin")
@@ -252,10 +255,11 @@ def test_fallback_debugs_through_the_agent_and_changes_nothing(agent_in_cluster:
         agent_in_cluster.behaviours.ephemeral_containers = False
     elif refusal == "podsecurity":
         agent_in_cluster.behaviours.pod_security["default"] = "restricted"
-    else:  # may look and port-forward, may not add ephemeral containers
-        agent_in_cluster.authority.add_token(Token("carol-token", User("carol", groups=("support",))))
+    else:  # may look, port-forward and exec through the agent, may not add ephemeral containers
+        agent_in_cluster.authority.add_token(Token("carol-token", User("carol", groups=("support",)),
+                                                   USER_AUDIENCES))
         agent_in_cluster.authority.grant("user:carol", rule("get list watch", "pods"),
-                                         rule("create", "pods/portforward"))
+                                         rule("create", "pods/portforward pods/exec pods/nsenter"))
         config = agent_in_cluster.kubeconfig(tmp_path / "carol", "carol-token")
     before = json.dumps(core.read_namespaced_pod("web", "default").to_dict()["spec"], sort_keys=True, default=str)
     result = nsinspect(config, "debug", "web", "--image", "busybox", "--target", "app", "--fallback",

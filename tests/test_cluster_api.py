@@ -502,8 +502,8 @@ def test_restricted_namespace_admits_a_compliant_debugger(api_cluster: Cluster, 
 # -- authentication and authorization reviews ---------------------------------------------------
 def test_token_reviews(api_cluster: Cluster, user_client: Any) -> None:
     agent = client.AuthenticationV1Api(user_client(api_cluster, "agent-token"))
-    review = agent.create_token_review({"spec": {"token": "bob-agent-token", "audiences": ["nsinspect-agent"]}})
-    assert review.status.authenticated and review.status.audiences == ["nsinspect-agent"]
+    review = agent.create_token_review({"spec": {"token": "bob-agent-token", "audiences": ["nsinspect"]}})
+    assert review.status.authenticated and review.status.audiences == ["nsinspect"]
     assert review.status.user.username == "bob" and "debuggers" in review.status.user.groups
     wrong = agent.create_token_review({"spec": {"token": "alice-agent-token", "audiences": ["other"]}})
     assert not wrong.status.authenticated and "invalid for the target audiences" in wrong.status.error

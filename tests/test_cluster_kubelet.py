@@ -301,14 +301,15 @@ def test_the_agent_is_found_and_reached_like_in_a_cluster(cluster: Cluster, api:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         agent_port = s.getsockname()[1]
-    with running_agent(lab_cfg, tmp_path / "agent.sock", "--listen", f"tcp://127.0.0.1:{agent_port}"):
+    with running_agent(lab_cfg, tmp_path / "agent.sock", "--listen", f"tcp://127.0.0.1:{agent_port}",
+                       kubeconfig=cluster.kubeconfig(tmp_path / "agent.kubeconfig", "agent-token")):
         cluster.register_agent("lab-node", "127.0.0.1", agent_port)
         [agent] = api.list_namespaced_pod(AGENT_NAMESPACE, label_selector="app.kubernetes.io/name=nsinspect-agent",
                                           field_selector=f"spec.nodeName={target.spec.node_name}").items
         with local_forward(api, AGENT_NAMESPACE, agent.metadata.name, 7443) as local, \
                 grpc.insecure_channel(f"127.0.0.1:{local}") as channel:
             resp = pb_grpc.AgentStub(channel).Inspect(pb.InspectRequest(pod=pb.PodRef(namespace=NS, name="target")),
-                                                      timeout=30)
+                                                      timeout=30, metadata=(("authorization", "Bearer admin-token"),))
     assert resp.pod.uid == target.metadata.uid
     assert {c.name: c.id for c in resp.pod.containers} == {
         s.name: cid(s) for s in target.status.container_statuses}

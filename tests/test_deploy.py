@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -28,6 +28,9 @@ from tests import toolbox
 from tests.conftest import require, require_root
 from tests.lab.config import LabConfig
 from tests.lab.pods import LabPod
+
+if TYPE_CHECKING:
+    from tests.cluster.standin import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -69,7 +72,7 @@ RBAC: dict[tuple[str, str], set[tuple[str, str, str]]] = {
         ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods/exec", "create"),
         ("", "pods/ephemeralcontainers", "get"), ("", "pods/ephemeralcontainers", "patch")},
     ("ClusterRole", "nsinspect-nsenter"): {("", "pods/nsenter", "create")},
-    ("ClusterRole", "nsinspect-node-viewer"): {("", "nodes", "list"), ("", "nodes/proxy", "get")},
+    ("ClusterRole", "nsinspect-node-viewer"): {("", "nodes", "list"), ("", "nodes/nsmap", "get")},
 }
 
 Doc = dict[str, Any]
@@ -261,6 +264,24 @@ def test_roles_grant_exactly_the_documented_verbs(docs: list[Doc]) -> None:
         ["nsinspect-agent"]
 
 
+def test_the_agent_checks_what_the_roles_grant(docs: list[Doc]) -> None:
+    """Every permission agent/auth.py's POLICY asks for is granted by a user role, and by the role
+    whose comment names that check; none of them is a real kubelet or API permission it could open."""
+    from nsinspect.agent import auth  # noqa: PLC0415
+
+    asked = {p for rule in auth.POLICY.values() for p in (*rule.needs, *rule.elevated)}
+    granted = {g for key, grants_ in RBAC.items() if key[1] != "nsinspect-agent" for g in grants_}
+    for permission in asked:
+        resource = f"{permission.resource}/{permission.subresource}" if permission.subresource else permission.resource
+        assert ("", resource, permission.verb) in granted, permission
+    assert {str(p) for p in asked} == {"get pods", "create pods/exec", "create pods/nsenter", "get nodes/nsmap"}
+    assert ("", "nodes/proxy", "get") not in granted
+    text = MANIFEST.read_text()
+    for check in ("create pods/exec: the agent's check for Exec", "create pods/nsenter: the agent's check",
+                  "get nodes/nsmap: the agent's check for NodeMap"):
+        assert check in text
+
+
 def test_example_bindings_scope_roles_as_documented(docs: list[Doc]) -> None:
     kinds = {d["metadata"]["name"]: d["kind"] for d in docs if d["kind"] in ("Role", "ClusterRole")}
     for binding in load(EXAMPLES):
@@ -338,9 +359,12 @@ def free_port() -> int:
 
 class CappedAgent:
     """The real agent with the manifest's arguments (paths pointed at the lab), under setpriv with
-    exactly `caps` as its bounding set, as the container runtime starts it."""
+    exactly `caps` as its bounding set, as the container runtime starts it. It checks callers with
+    the stand-in API server (`--kubeconfig`, where a pod has its service account); the CLI talks to
+    it over TCP with the admin's token, as through port-forward."""
 
-    def __init__(self, cfg: LabConfig, agent: Doc, caps: set[str], tools: Path, log: Path) -> None:
+    def __init__(self, cfg: LabConfig, agent: Doc, caps: set[str], tools: Path, log: Path,
+                 api: Cluster) -> None:
         self.port = free_port()
         args = []
         for arg in agent["args"]:
@@ -351,9 +375,11 @@ class CappedAgent:
                 args.append(f"{flag}={value}")
         bounding = ",".join(["-all", *(f"+{c.lower()}" for c in sorted(caps))])
         self.argv = ["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--",
-                     sys.executable, "-m", "nsinspect.agent.main", f"--cri-endpoint={cfg.endpoint}", *args]
+                     sys.executable, "-m", "nsinspect.agent.main", f"--cri-endpoint={cfg.endpoint}", *args,
+                     f"--kubeconfig={api.kubeconfig(log.parent / 'agent.kubeconfig', 'agent-token')}"]
         self.log = log
-        self.env = {**os.environ, "NODE_NAME": "lab-node", "NSINSPECT_AGENT": f"127.0.0.1:{self.port}"}
+        self.env = {**os.environ, "NODE_NAME": "lab-node", "NSINSPECT_AGENT": f"127.0.0.1:{self.port}",
+                    "NSINSPECT_TOKEN": "admin-token"}
 
     def __enter__(self) -> CappedAgent:
         with self.log.open("ab") as out:
@@ -392,17 +418,25 @@ def lab_toolbox(lab_cfg: LabConfig) -> Path:
     return toolbox.build(toolbox.default_dir(lab_cfg))
 
 
-def capped(lab_cfg: LabConfig, agent: Doc, caps: set[str], tools: Path, tmp: Path) -> CappedAgent:
+@pytest.fixture(scope="module")
+def standin() -> Iterator[Cluster]:
+    from tests.cluster.standin import Cluster  # noqa: PLC0415
+
+    with Cluster() as api:
+        yield api
+
+
+def capped(lab_cfg: LabConfig, agent: Doc, caps: set[str], tools: Path, tmp: Path, api: Cluster) -> CappedAgent:
     require_root()
     require(shutil.which("setpriv") is not None, "setpriv (util-linux) is not installed")
-    return CappedAgent(lab_cfg, agent, caps, tools, tmp / "agent.log")
+    return CappedAgent(lab_cfg, agent, caps, tools, tmp / "agent.log", api)
 
 
 @pytest.mark.lab
 def test_the_capability_set_is_enough(lab_cfg: LabConfig, canonical: dict[str, LabPod], agent: Doc,
-                                      lab_toolbox: Path, tmp_path: Path) -> None:
+                                      lab_toolbox: Path, tmp_path: Path, standin: Cluster) -> None:
     """Every feature works with exactly the manifest's capabilities (and arguments), read-only aside."""
-    with capped(lab_cfg, agent, CAPS, lab_toolbox, tmp_path) as a:
+    with capped(lab_cfg, agent, CAPS, lab_toolbox, tmp_path, standin) as a:
         results = {c: a.cli(c) for c in (
             "ns plain", "ps nonroot", "net plain", "nsmap -t net", "exec plain -- id", "exec nonroot -- id",
             "exec plain --tools -- ls /target", "exec plain --privileged -- grep CapEff /proc/self/status")}
@@ -423,10 +457,11 @@ def test_the_capability_set_is_enough(lab_cfg: LabConfig, canonical: dict[str, L
 @pytest.mark.lab
 @pytest.mark.parametrize("cap", sorted(CAPS))
 def test_each_capability_is_needed(lab_cfg: LabConfig, canonical: dict[str, LabPod], agent: Doc,
-                                   lab_toolbox: Path, tmp_path: Path, cap: str) -> None:
+                                   lab_toolbox: Path, tmp_path: Path, cap: str, standin: Cluster) -> None:
     """Without any one of them, a feature fails: the set is not larger than it must be."""
     command = OWN_CAPS.get(cap, "exec plain -- true")  # the runtime's default set: capset refuses the rest
-    with capped(lab_cfg, agent, CAPS - {cap}, lab_toolbox, tmp_path) as a:
+    with capped(lab_cfg, agent, CAPS - {cap}, lab_toolbox, tmp_path, standin) as a:
         result = a.cli(command)
         assert result.returncode != 0, f"{command} worked without {cap}"
+        assert "UNAUTHENTICATED" not in result.stderr and "cannot verify" not in result.stderr  # the kernel said no
         assert a.probe(agent) == 0  # the agent itself still serves

@@ -418,7 +418,7 @@ def test_every_session_is_audited(agent: Agent) -> None:
     end = next(e for e in reversed(lines) if e["event"] == "exec.end" and e["pod"]["name"] == "nonroot"
                and e["argv"][0] == "sh")
     begin = next(e for e in lines if e["event"] == "exec.start" and e["session"] == end["session"])
-    assert begin["caller"] == end["caller"] == "unauthenticated"
+    assert begin["caller"] == end["caller"] == "system:node:local-root"  # the unix socket: root on the node
     assert (end["container"], end["tty"], end["exit_code"], end["signal"], end["status"]) == ("app", False, 0, 0, "OK")
     assert (end["bytes_in"], end["bytes_out"]) == (5, 3)
     assert "user" not in end["namespaces"] and "mnt" in end["namespaces"] and end["start"] <= end["end"]

@@ -169,13 +169,16 @@ ALICE = User("alice", "uid-alice", ("developers",))
 BOB = User("bob", "uid-bob", ("debuggers",))
 AGENT = User("system:serviceaccount:nsinspect-system:nsinspect-agent", "uid-agent-sa",
              ("system:serviceaccounts", "system:serviceaccounts:nsinspect-system"))
-AGENT_AUDIENCE = "nsinspect-agent"
+AGENT_AUDIENCE = "nsinspect"  # what the agent asks TokenReview for (agent/auth.py AUDIENCE)
+# The users' kubeconfig tokens are good for the agent too, as on an API server whose
+# --api-audiences lists nsinspect; the CLI sends them to the agent as they are.
+USER_AUDIENCES = (API_AUDIENCE, AGENT_AUDIENCE)
 
 
 def default_authority() -> Authority:
     auth = Authority()
-    for token in (Token("admin-token", ADMIN), Token("alice-token", ALICE), Token("bob-token", BOB),
-                  Token("agent-token", AGENT),
+    for token in (Token("admin-token", ADMIN, USER_AUDIENCES), Token("alice-token", ALICE, USER_AUDIENCES),
+                  Token("bob-token", BOB, USER_AUDIENCES), Token("agent-token", AGENT),
                   Token("alice-agent-token", ALICE, (AGENT_AUDIENCE,)),
                   Token("bob-agent-token", BOB, (AGENT_AUDIENCE, API_AUDIENCE))):
         auth.add_token(token)
