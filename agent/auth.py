@@ -34,6 +34,7 @@ import grpc
 
 from nsinspect.agent.audit import AuditLog
 from nsinspect.agent.errors import InvalidArgument, NsinspectError, PermissionDenied, Unauthenticated
+from nsinspect.agent.metrics import Metrics
 from nsinspect.agent.model import PodRef
 from nsinspect.proto import exec_pb2
 
@@ -374,11 +375,17 @@ class Target:
 
 class Guard:
     """What handlers call before touching a target: the caller's identity if POLICY allows the call,
-    else PermissionDenied / Unauthenticated / AuthUnavailable. Every decision is audited."""
+    else PermissionDenied / Unauthenticated / AuthUnavailable. Every decision is audited and counted."""
 
     def __init__(self, authenticator: Authenticator, authorizer: Authorizer, audit: AuditLog,
-                 node_name: str = "") -> None:
+                 node_name: str = "", metrics: Metrics | None = None) -> None:
         self.authenticator, self.authorizer, self.audit, self.node_name = authenticator, authorizer, audit, node_name
+        self.metrics = metrics or Metrics()
+
+    def _decided(self, entry: dict[str, Any]) -> None:
+        """One decision: its audit line, and nsinspect_authz_decisions_total{rpc,decision}."""
+        self.audit.call(entry)
+        self.metrics.decision(entry["rpc"], entry["decision"])
 
     def pod(self, context: grpc.ServicerContext, rpc: str, ref: PodRef, elevated: str = "") -> Identity:
         """`rpc` on pod `ref`; `elevated` says why the request wants the rule's elevated permissions too.
@@ -405,16 +412,16 @@ class Guard:
             try:
                 decision = self.authorizer.check(who, permission, target.namespace, target.name)
             except NsinspectError as err:
-                self.audit.call({**entry, "decision": "error", "code": err.code, "reason": str(err)})
+                self._decided({**entry, "decision": "error", "code": err.code, "reason": str(err)})
                 raise
             if not decision.allowed:
                 why = f"{rpc} with {elevated}" if permission in rule.elevated else rpc
                 message = (f'user "{who.user}" may not {permission} on {target.where} (needed for {why})'
                            f"{': ' + decision.reason if decision.reason else ''}")
-                self.audit.call({**entry, "decision": "deny", "code": "PERMISSION_DENIED", "reason": message})
+                self._decided({**entry, "decision": "deny", "code": "PERMISSION_DENIED", "reason": message})
                 raise PermissionDenied(message)
             reasons.append(decision.reason)
-        self.audit.call({**entry, "decision": "allow", "code": "OK", "reason": "; ".join(r for r in reasons if r)})
+        self._decided({**entry, "decision": "allow", "code": "OK", "reason": "; ".join(r for r in reasons if r)})
         return who
 
     def admit(self, context: grpc.ServicerContext, method: str, request: Any) -> None:
@@ -428,17 +435,17 @@ class Guard:
         try:
             who = self.authenticator.identify(context)
         except NsinspectError as err:
-            self.audit.call({**entry, "caller": None, "decision": "deny", "code": err.code, "reason": str(err)})
+            self._decided({**entry, "caller": None, "decision": "deny", "code": err.code, "reason": str(err)})
             _abort(context, err)
         rule = POLICY.get(rpc)
         if rule is None:
             unknown = PermissionDenied(f"the agent has no policy for {method}: refused")
-            self.audit.call({**entry, "caller": who.audit(), "decision": "deny", "code": unknown.code,
-                             "reason": str(unknown)})
+            self._decided({**entry, "caller": who.audit(), "decision": "deny", "code": unknown.code,
+                           "reason": str(unknown)})
             _abort(context, unknown)
         if not rule.needs:
-            self.audit.call({**entry, "caller": who.audit(), "decision": "allow", "code": "OK",
-                             "reason": "needs only authentication"})
+            self._decided({**entry, "caller": who.audit(), "decision": "allow", "code": "OK",
+                           "reason": "needs only authentication"})
 
 
 def _abort(context: grpc.ServicerContext, err: NsinspectError) -> NoReturn:
@@ -554,10 +561,10 @@ class Security:
     api_server: str = ""
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, audit: AuditLog) -> Security:
+    def from_args(cls, args: argparse.Namespace, audit: AuditLog, metrics: Metrics | None = None) -> Security:
         reviewer = reviewer_from(args.kubeconfig, args.api_timeout)
         guard = Guard(Authenticator(reviewer, args.audience, args.authn_cache_ttl),
-                      Authorizer(reviewer, args.authz_cache_ttl), audit, args.node_name)
+                      Authorizer(reviewer, args.authz_cache_ttl), audit, args.node_name, metrics)
         return cls(guard, AuthInterceptor(guard), server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca),
                    reviewer.host)
 

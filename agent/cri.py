@@ -37,6 +37,14 @@ def find_endpoint(configured: str | None = None) -> str | None:
     return None
 
 
+class CriUnavailable(RuntimeUnavailable):
+    """A CRI call failed; `kind` is its status code's name in lower case ("unavailable", ...)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def _verbose_info(info: Mapping[str, str]) -> dict[str, Any]:
     """containerd and CRI-O put a JSON document under the key "info" when asked to be verbose."""
     raw = info.get("info")
@@ -80,11 +88,13 @@ class CriClient:
             code, detail = rpc_status(err)
             if code == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"{what or 'object'} not found in the runtime: {detail}") from None
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-                raise RuntimeUnavailable(f"container runtime at {self.endpoint} is unavailable: {detail}") from None
-            # Any other failure means the runtime cannot answer this now: callers fall back to /proc.
             name = code.name if code else "error"
-            raise RuntimeUnavailable(f"container runtime at {self.endpoint} failed ({name}): {detail}") from None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+                raise CriUnavailable(f"container runtime at {self.endpoint} is unavailable: {detail}",
+                                     name.lower()) from None
+            # Any other failure means the runtime cannot answer this now: callers fall back to /proc.
+            raise CriUnavailable(f"container runtime at {self.endpoint} failed ({name}): {detail}",
+                                 name.lower()) from None
 
     def version(self) -> cri.VersionResponse:
         return self._call(self.runtime.Version, cri.VersionRequest())  # type: ignore[no-any-return]

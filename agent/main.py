@@ -1,4 +1,5 @@
-"""`nsinspect-agent`: wire the resolvers to the gRPC server and run until SIGTERM."""
+"""`nsinspect-agent`: wire the resolvers to the gRPC server (and, if asked, the metrics endpoint)
+and run until SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from nsinspect.agent import auth, procns
+from nsinspect.agent import auth, metrics, procns
 from nsinspect.agent.audit import AuditLog
 from nsinspect.agent.cri import CriClient, find_endpoint
 from nsinspect.agent.cri_resolver import CriResolver
@@ -62,17 +63,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--exec-helper", choices=("forkserver", "spawn"), default="forkserver",
                    help="enter namespaces from a helper started once (default) or one spawned per session")
     auth.add_flags(p)  # who may call: agent/auth.py
+    p.add_argument("--metrics-listen", type=metrics.listen_flag, default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics, loopback addresses only; "
+                        "port 0: any free one (default: off)")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p.parse_args(argv)
 
 
-def services(resolver: Resolver, args: argparse.Namespace, guard: auth.Guard) -> list[Service]:
+def services(resolver: Resolver, args: argparse.Namespace, guard: auth.Guard,
+             counters: metrics.Metrics) -> list[Service]:
     """Every gRPC service the agent serves; each feature adds its own here. Each handler asks
     `guard` (agent/auth.py) whether its caller may do this to its target."""
+    exec_service = ExecService.from_args(resolver, args, guard)
+    counters.count_sessions(lambda: len(exec_service.sessions))
     return [AgentService(resolver, guard, args.node_name),
             ObserveService(resolver, guard, args.node_name, args.cpu_sample_ms),
-            ExecService.from_args(resolver, args, guard)]
+            exec_service]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,18 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = find_endpoint(args.cri_endpoint)
     cri = CriResolver(CriClient(endpoint, timeout=args.cri_timeout)) if endpoint else None
     state_dirs = args.runtime_state_dir or list(DEFAULT_STATE_DIRS)
-    resolver = Resolver(cri, ProcResolver(state_dirs))
+    counters = metrics.Metrics()
+    resolver = Resolver(cri, ProcResolver(state_dirs), metrics=counters)
     try:
-        security = auth.Security.from_args(args, AuditLog(args.audit_log))
+        security = auth.Security.from_args(args, AuditLog(args.audit_log), counters)
     except auth.ConfigError as err:
         log.error("cannot set up authentication", extra={"error": str(err)})
         return 1
     try:
-        server, bound = build_server(services(resolver, args, security.guard),
+        server, bound = build_server(services(resolver, args, security.guard, counters),
                                      args.listen or ["unix:///run/nsinspect/agent.sock"], args.max_workers,
-                                     interceptors=[security.interceptor], tls=security.tls)
+                                     # outermost first: the metrics count what auth refuses, with its code
+                                     interceptors=[metrics.MetricsInterceptor(counters), security.interceptor],
+                                     tls=security.tls)
     except (ValueError, RuntimeError) as err:
         log.error("cannot listen", extra={"error": str(err)})
+        return 1
+    try:
+        endpoint_of_metrics = metrics.serve(counters, args.metrics_listen) if args.metrics_listen else None
+    except (ValueError, OSError) as err:
+        log.error("cannot serve metrics", extra={"error": str(err)})
         return 1
 
     stop = threading.Event()
@@ -109,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     log.info("agent serving", extra={"listen": bound, "cri_endpoint": endpoint or "", "node": args.node_name,
                                      "state_dirs": [str(d) for d in state_dirs],
                                      "api_server": security.api_server or "none: only unix-socket callers (root)",
-                                     "audience": args.audience, "mtls": security.tls is not None})
+                                     "audience": args.audience, "mtls": security.tls is not None,
+                                     "metrics": endpoint_of_metrics.url if endpoint_of_metrics else "off"})
     stop.wait()
     log.info("agent stopping")
     server.stop(grace=2).wait()
+    if endpoint_of_metrics is not None:
+        endpoint_of_metrics.stop()
     return 0
 
 

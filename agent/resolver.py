@@ -1,7 +1,8 @@
 """Pick the source of truth for a pod: the runtime's CRI API, else /proc and the runtime's bundles.
 
 When CRI fails, callers are answered from /proc at once, and CRI is not asked again for
-`retry_after` seconds, so a dead runtime costs one timeout, not one per request.
+`retry_after` seconds, so a dead runtime costs one timeout, not one per request. Each answer is
+counted by its source, each failed CRI call by its kind (agent/metrics.py).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import logging
 import threading
 import time
 
+from nsinspect.agent.cri import CriUnavailable
 from nsinspect.agent.cri_resolver import CriResolver
 from nsinspect.agent.errors import NotFound, NotRunning, RuntimeUnavailable
+from nsinspect.agent.metrics import Metrics
 from nsinspect.agent.model import PodInfo, PodRef
 from nsinspect.agent.proc_resolver import ProcResolver
 
@@ -19,10 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class Resolver:
-    def __init__(self, cri: CriResolver | None, proc: ProcResolver, retry_after: float = 1.0) -> None:
+    def __init__(self, cri: CriResolver | None, proc: ProcResolver, retry_after: float = 1.0,
+                 metrics: Metrics | None = None) -> None:
         self.cri = cri
         self.proc = proc
         self.retry_after = retry_after
+        self.metrics = metrics or Metrics()
         self._cri_down_until = 0.0
         self._cri_error = "no CRI endpoint configured or found" if cri is None else ""
         self._lock = threading.Lock()
@@ -32,6 +37,7 @@ class Resolver:
             return self.cri if self.cri is not None and time.monotonic() >= self._cri_down_until else None
 
     def _cri_failed(self, err: RuntimeUnavailable) -> None:
+        self.metrics.runtime_error(err.kind if isinstance(err, CriUnavailable) else "unavailable")
         with self._lock:
             if not self._cri_down_until or time.monotonic() >= self._cri_down_until:
                 log.warning("CRI unavailable, answering from /proc", extra={"error": str(err)})
@@ -78,13 +84,18 @@ class Resolver:
                 self._cri_failed(err)
             else:
                 self._cri_ok()
+                self.metrics.resolution("cri")
                 return pod
         try:
-            return self.proc.resolve(ref)
+            pod = self.proc.resolve(ref)
         except RuntimeUnavailable as err:
+            self.metrics.runtime_error("proc_fallback")
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback cannot answer either: {err}") from err
         except OSError as err:
+            self.metrics.runtime_error("proc_fallback")
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
+        self.metrics.resolution("proc")
+        return pod
 
     def list_pods(self) -> tuple[list[PodInfo], bool]:
         """Every pod on the node, and whether CRI (rather than /proc) answered."""
@@ -95,8 +106,12 @@ class Resolver:
                 self._cri_failed(err)
             else:
                 self._cri_ok()
+                self.metrics.resolution("cri")
                 return pods, True
         try:
-            return self.proc.list_pods(), False
+            pods = self.proc.list_pods()
         except OSError as err:
+            self.metrics.runtime_error("proc_fallback")
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
+        self.metrics.resolution("proc")
+        return pods, False

@@ -176,6 +176,7 @@ def test_the_agent_accepts_its_arguments(agent: Doc, monkeypatch: pytest.MonkeyP
     assert args.runtime_state_dir == [Path("/run/containerd"), Path("/run/containers/storage")]
     assert args.toolbox == "/opt/nsinspect/toolbox"
     assert (args.audit_log, args.log_format, args.max_sessions, args.idle_timeout) == ("-", "json", 8, 1800)
+    assert args.metrics_listen == "127.0.0.1:9464"  # loopback: the parser refuses anything else
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in agent["env"]
 
 
@@ -370,7 +371,7 @@ class CappedAgent:
         for arg in agent["args"]:
             flag, _, value = arg.partition("=")
             value = {"--listen": f"tcp://127.0.0.1:{self.port}", "--runtime-state-dir": str(cfg.state),
-                     "--toolbox": str(tools)}.get(flag, value)
+                     "--toolbox": str(tools), "--metrics-listen": "127.0.0.1:0"}.get(flag, value)
             if f"{flag}={value}" not in args:
                 args.append(f"{flag}={value}")
         bounding = ",".join(["-all", *(f"+{c.lower()}" for c in sorted(caps))])
