@@ -16,8 +16,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -26,25 +24,11 @@ from nsinspect.cli.agentclient import Credentials, open_channel
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from tests.agentproc import running_agent
+from tests.bench.measure import percentile, timings
 from tests.cluster.standin import Cluster
 from tests.lab import runtime
 from tests.lab.config import LabConfig
 from tests.lab.pods import Lab
-
-
-def timings(fn: Callable[[], object], runs: int, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - began) * 1000)
-    return out
-
-
-def p90(values: list[float]) -> float:
-    return sorted(values)[len(values) * 9 // 10]
 
 
 def free_port() -> int:
@@ -77,17 +61,17 @@ def main(argv: list[str] | None = None) -> int:
                     with grpc.insecure_channel(unix) as channel:
                         stub = pb_grpc.AgentStub(channel)
                         figures["unix socket (root, no review)"] = timings(lambda s=stub: s.Inspect(request),  # type: ignore[misc]
-                                                                           args.runs)
+                                                                           args.runs, warmup=10)
                 with open_channel(f"127.0.0.1:{port}", Credentials(token="alice-token")) as channel:
                     stub = pb_grpc.AgentStub(channel)
                     figures[f"TCP + token, reviews {name}"] = timings(lambda s=stub: s.Inspect(request),  # type: ignore[misc]
-                                                                      args.runs)
+                                                                      args.runs, warmup=10)
     base = statistics.median(figures["unix socket (root, no review)"])
     width = max(len(k) for k in figures)
     print(f"{'Inspect of a lab pod over gRPC'.ljust(width)}  {'median':>9}  {'p90':>9}  vs unix socket")
     for what, values in figures.items():
         median = statistics.median(values)
-        print(f"{what.ljust(width)}  {median:7.2f}ms  {p90(values):7.2f}ms  {median - base:+.2f} ms "
+        print(f"{what.ljust(width)}  {median:7.2f}ms  {percentile(values, 90):7.2f}ms  {median - base:+.2f} ms "
               f"({median / base:.2f}x)")
     return 0
 
