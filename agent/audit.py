@@ -41,6 +41,8 @@ class AuditRecord:
     privileged: bool
     user: int | None = None
     group: int | None = None
+    workdir: str = ""
+    root: str = ""
     start: str = field(default_factory=_now)
     end: str = ""
     status: str = ""  # the gRPC status the RPC ended with

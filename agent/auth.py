@@ -40,7 +40,7 @@ from nsinspect.proto import exec_pb2
 
 log = logging.getLogger(__name__)
 AUDIENCE = "nsinspect"
-HEALTH = "/grpc.health.v1.Health/"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"  # the probes' one call; Watch would hold a worker: refused
 MAX_TOKEN = 16 * 1024
 
 
@@ -70,6 +70,7 @@ GET_NODE_NSMAP = Permission("get", "nodes", "nsmap")
 class Rule:
     needs: tuple[Permission, ...]  # all of them, on the target (a pod, or this node)
     elevated: tuple[Permission, ...] = ()  # also, when the request asks for more than the container's own powers
+    local_only: bool = False  # only for root on the node (the unix socket)
 
 
 # THE policy: which RPC needs which permission. Handlers name their RPC; nothing else decides.
@@ -78,17 +79,22 @@ POLICY: dict[str, Rule] = {
     "ListProcesses": Rule((GET_POD,)),  # ps
     "NetInfo": Rule((GET_POD,)),  # net
     "NodeMap": Rule((GET_NODE_NSMAP,)),  # nsmap: every namespace of this node
-    # exec as the container runs (its uid, gid, capabilities, root): what `kubectl exec` allows;
-    # root with every capability, another uid or gid, or the agent's toolbox need pods/nsenter too.
+    # exec as the container runs (all its namespaces, its uid, gid, capabilities and root): what
+    # `kubectl exec` allows; anything more needs pods/nsenter too (see exec_elevation).
     "Exec": Rule((CREATE_EXEC,), elevated=(CREATE_NSENTER,)),
-    "ServerReflectionInfo": Rule(()),  # the service schema: any authenticated caller
+    # the service schema, for grpcurl on the node; a stream that holds a worker while open
+    "ServerReflectionInfo": Rule((), local_only=True),
 }
 
 
 def exec_elevation(start: exec_pb2.ExecStart) -> str:
-    """Why an Exec asks for more than the container's own powers ("" when it does not)."""
+    """Why an Exec asks for more than the container's own powers ("" when it does not). A subset
+    of namespaces leaves the command in some of the node's (its pids, its network); another root
+    is any directory the agent can reach. The working directory is not here: it is entered with
+    the container's credentials (agent/enter.py), so it reaches no further than the container."""
     why = [flag for flag, asked in (("--privileged", start.privileged), ("--user", start.HasField("user")),
-                                    ("--group", start.HasField("group")), ("--tools", start.tools)) if asked]
+                                    ("--group", start.HasField("group")), ("--tools", start.tools),
+                                    ("--ns", bool(start.namespaces)), ("--root", bool(start.root))) if asked]
     return ", ".join(why)
 
 
@@ -313,7 +319,7 @@ def _subject(rfc2253: bytes) -> Iterator[tuple[str, str]]:
     for match in _ATTRIBUTE.finditer(rfc2253.decode("latin-1")):
         kind, _, value = match.group(1).partition("=")
         raw = _ESCAPE.sub(lambda m: bytes.fromhex(m.group(1).decode()) if len(m.group(1)) == 2 else m.group(1),
-                          value.strip().encode("latin-1"))
+                          value.encode("latin-1"))  # as printed: spaces are escaped, and part of the name
         yield kind.strip().upper(), raw.decode("utf-8", "replace")
         if not match.group(2):
             return
@@ -334,6 +340,8 @@ def certificate_identity(auth_context: Mapping[str, Any]) -> Identity | None:
                 groups.append(value)
     else:
         names = [bytes(v).decode("utf-8", "replace") for v in auth_context.get("x509_common_name") or []]
+    if len(names) > 1:  # Go's x509 takes the last, OpenSSL's tools the first: trust neither
+        raise Unauthenticated("the client certificate has more than one common name (CN)")
     if not names or not names[0]:
         raise Unauthenticated("the client certificate has no common name (CN) to use as the user")
     return Identity(names[0], groups=(*groups, "system:authenticated"), via="x509")
@@ -443,9 +451,14 @@ class Guard:
             self._decided({**entry, "caller": who.audit(), "decision": "deny", "code": unknown.code,
                            "reason": str(unknown)})
             _abort(context, unknown)
+        if rule.local_only and who.via != "unix":
+            local = PermissionDenied(f"{rpc} is served to root on the node only (the agent's unix socket)")
+            self._decided({**entry, "caller": who.audit(), "decision": "deny", "code": local.code,
+                           "reason": str(local)})
+            _abort(context, local)
         if not rule.needs:
             self._decided({**entry, "caller": who.audit(), "decision": "allow", "code": "OK",
-                           "reason": "needs only authentication"})
+                           "reason": "root on the node" if rule.local_only else "needs only authentication"})
 
 
 def _abort(context: grpc.ServicerContext, err: NsinspectError) -> NoReturn:
@@ -497,7 +510,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        open_call = method.startswith(HEALTH)
+        open_call = method == HEALTH_CHECK
         guard = self.guard
 
         def before(request: Any, context: grpc.ServicerContext) -> None:

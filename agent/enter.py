@@ -368,11 +368,11 @@ def _prepare_and_join(s: Entry) -> None:
                 _chdir_checked(plan.root, "root")
                 os.chroot(".")
             os.chdir("/")
-            if plan.workdir:
-                _chdir_checked(plan.workdir, "working directory")
-            elif not plan.root:
+            if not plan.root:
                 os.fchdir(cwd)
             _become_target(s)  # here, not in the reaper: one process less to pay copied pages in
+            if plan.workdir:  # as the container's user: it reaches no further than the container could
+                _chdir_checked(plan.workdir, "working directory")
             prepare_spawn(s)
     finally:
         for fd in (root, cwd):

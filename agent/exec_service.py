@@ -16,6 +16,7 @@ import atexit
 import json
 import logging
 import os
+import queue
 import select
 import signal
 import threading
@@ -45,8 +46,30 @@ SIGNALS = {pb.SIGNAL_INT: signal.SIGINT, pb.SIGNAL_TERM: signal.SIGTERM, pb.SIGN
 MAX_ARGS_BYTES = 128 * 1024
 MAX_PLAN_TEXT = MSG_MAX - 8192  # argv, env and paths as JSON: the plan is one message to the helper
 DRAIN_AFTER_EXIT = 1.0
+FIRST_MESSAGE_WITHIN = 10.0
 BULK_GAP, LINGER = 0.002, 0.001  # output that follows output this closely waits LINGER to batch up
 RECENT_TTL, RECENT_SIZE = 10.0, 1024  # resolved targets reused (checked by the helper, see _target)
+
+def _first(requests: Iterator[pb.ExecRequest], within: float) -> pb.ExecRequest | None:
+    """The stream's first message, or InvalidArgument after `within` seconds: a caller that sends
+    nothing must not hold one of the agent's workers. (The reading thread ends with the call.)"""
+    box: queue.Queue[pb.ExecRequest | BaseException | None] = queue.Queue(1)
+
+    def read() -> None:
+        try:
+            box.put(next(requests, None))
+        except BaseException as err:  # the call ended: the handler has returned already, or gets this
+            box.put(err)
+
+    threading.Thread(target=read, name="exec-first", daemon=True).start()
+    try:
+        first = box.get(timeout=within)
+    except queue.Empty:
+        raise InvalidArgument(f"no `start` message within {within:g} s of opening the Exec stream") from None
+    if isinstance(first, BaseException):
+        raise first
+    return first
+
 
 class HelperError(NsinspectError):
     """What the helper reported, with the status code it named."""
@@ -176,7 +199,7 @@ class ExecService(pb_grpc.ExecServicer):
     @_errors
     def Exec(self, request_iterator: Iterator[pb.ExecRequest],
              context: grpc.ServicerContext) -> Iterator[pb.ExecResponse]:
-        first = next(request_iterator, None)
+        first = _first(request_iterator, FIRST_MESSAGE_WITHIN)
         if first is None or first.WhichOneof("msg") != "start":
             raise InvalidArgument("the first message of an Exec stream must be `start`")
         start = first.start
@@ -189,7 +212,7 @@ class ExecService(pb_grpc.ExecServicer):
             namespaces=list(namespaces) or ["all"], argv=list(start.argv), tty=start.tty, stdin=start.stdin,
             tools=start.tools, privileged=start.privileged,
             user=start.user if start.HasField("user") else None,
-            group=start.group if start.HasField("group") else None)
+            group=start.group if start.HasField("group") else None, workdir=start.workdir, root=start.root)
         self.audit.started(record)
         status = "CANCELLED"
         try:

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-c", "--container", default="", help="default: the pod's first container")
     ex.add_argument("--ns", action="append", default=[], metavar="TYPES",
                     help="namespaces to join, comma-separated (mnt, pid, net, ipc, uts, cgroup, user, time); "
-                         "default: all the container has, as nsenter -a")
+                         "default: all the container has, as nsenter -a; a subset needs create pods/nsenter, as it "
+                         "leaves the command in some of the node's")
     ex.add_argument("--tools", action="store_true",
                     help="run the agent's toolbox (busybox) against the container, even a distroless one: "
                          "its files are at /target (read-only)")

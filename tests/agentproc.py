@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -15,33 +16,60 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.lab.config import LabConfig
 
 
-@contextmanager
-def running_agent(cfg: LabConfig, sock: Path, *extra: str, log: Path | None = None,
-                  kubeconfig: Path | None = None) -> Iterator[str]:
-    """The agent serving `cfg`'s lab on a unix socket (and whatever `extra` adds); yields that
-    address once healthy. `kubeconfig`: the API server it verifies TCP callers with (its
-    --kubeconfig, e.g. the stand-in's `cluster.kubeconfig(path, "agent-token")`)."""
-    address = f"unix://{sock}"
-    argv = [sys.executable, "-m", "nsinspect.agent.main", "--listen", address, "--cri-endpoint", cfg.endpoint,
+@dataclass(frozen=True)
+class AgentProcess:
+    address: str  # its unix socket, as grpc takes it
+    process: subprocess.Popen[bytes]
+    argv: tuple[str, ...]  # to start it again the same way
+
+
+def agent_argv(cfg: LabConfig, sock: Path, *extra: str, kubeconfig: Path | None = None) -> tuple[str, ...]:
+    return (sys.executable, "-m", "nsinspect.agent.main", "--listen", f"unix://{sock}", "--cri-endpoint", cfg.endpoint,
             "--runtime-state-dir", str(cfg.state), "--node-name", "lab-node", *extra,
-            *(("--kubeconfig", str(kubeconfig)) if kubeconfig else ())]
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+            *(("--kubeconfig", str(kubeconfig)) if kubeconfig else ()))
+
+
+@contextmanager
+def agent_process(cfg: LabConfig, sock: Path, *extra: str, log: Path | None = None,
+                  kubeconfig: Path | None = None) -> Iterator[AgentProcess]:
+    """The agent serving `cfg`'s lab on a unix socket (and whatever `extra` adds), once healthy;
+    stopped (SIGTERM, then SIGKILL) afterwards. `kubeconfig`: the API server it verifies TCP
+    callers with (its --kubeconfig, e.g. the stand-in's `cluster.kubeconfig(path, "agent-token")`)."""
+    argv = agent_argv(cfg, sock, *extra, kubeconfig=kubeconfig)
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(argv, stdout=out, stderr=out)
     try:
-        _wait_healthy(address, proc)
-        yield address
-    finally:
-        proc.terminate()
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            wait_healthy(f"unix://{sock}", proc)
+        except RuntimeError as err:
+            if log:
+                raise RuntimeError(f"{err}: {log.read_text(errors='replace')[-2000:]}") from None
+            raise
+        yield AgentProcess(f"unix://{sock}", proc, argv)
+    finally:
+        stop(proc)
         if log:
             out.close()  # type: ignore[union-attr]
 
 
-def _wait_healthy(address: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def running_agent(cfg: LabConfig, sock: Path, *extra: str, log: Path | None = None,
+                  kubeconfig: Path | None = None) -> Iterator[str]:
+    """`agent_process`, for tests that need only its address."""
+    with agent_process(cfg, sock, *extra, log=log, kubeconfig=kubeconfig) as agent:
+        yield agent.address
+
+
+def wait_healthy(address: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -159,6 +159,10 @@ def test_no_credentials_get_nothing_but_health(env: Env) -> None:
             assert details.startswith("no credentials: send a bearer token"), details
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # Watch is a stream that would hold one of the agent's workers for as long as a caller likes.
+        code, _ = status(lambda: next(health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(),
+                                                                               timeout=10)))
+        assert code == Code.UNAUTHENTICATED
         inspect = pb_grpc.AgentStub(channel).Inspect
         for header in ("Basic YWRtaW46YWRtaW4=", "Bearer", "Bearer ", "Bearer a b", "bearer"):
             metadata = (("authorization", header),)
@@ -201,15 +205,18 @@ def test_every_rpc_is_checked_on_its_target(env: Env) -> None:
                 "NodeMap": "get nodes/nsmap on node lab-node"}
     with channel_for(env, "nobody") as channel:
         for name, rpc in every_rpc(channel).items():
-            if name == "ServerReflectionInfo":
-                assert rpc()  # the schema needs no more than authentication
-                continue
             code, details = status(rpc)
             assert code == Code.PERMISSION_DENIED, name
-            assert details == f'user "nobody" may not {expected[name]} (needed for {name})'
+            if name != "ServerReflectionInfo":
+                assert details == f'user "nobody" may not {expected[name]} (needed for {name})'
     with channel_for(env, "admin") as channel:  # system:masters
         for name, rpc in every_rpc(channel).items():
-            assert rpc() is not None, name
+            if name != "ServerReflectionInfo":
+                assert rpc() is not None, name
+        # The schema is for grpcurl on the node: a stream held open would hold one of the workers.
+        code, details = status(every_rpc(channel)["ServerReflectionInfo"])
+        assert code == Code.PERMISSION_DENIED
+        assert details == "ServerReflectionInfo is served to root on the node only (the agent's unix socket)"
 
 
 def test_a_reader_may_look_but_not_exec_through_port_forward(env: Env) -> None:
@@ -238,9 +245,12 @@ def test_a_reader_may_look_but_not_exec_directly_with_a_token(env: Env) -> None:
 
 
 def test_nsenter_is_a_verb_of_its_own(env: Env) -> None:
+    # A subset of namespaces leaves the command in some of the node's (its pids, its network);
+    # another root is any directory the agent can reach.
     elevated: dict[str, dict[str, Any]] = {
         "--privileged": {"privileged": True}, "--user": {"user": 0}, "--group": {"group": 0},
-                "--tools": {"tools": True, "namespaces": ["pid", "net"]}}
+        "--tools, --ns": {"tools": True, "namespaces": ["pid", "net"]}, "--ns": {"namespaces": ["net"]},
+        "--root": {"root": "/"}}
     with channel_for(env, "dave") as dave, channel_for(env, "erin") as erin:
         result = run(exec_pb2_grpc.ExecStub(dave), start("nonroot", "id", "-u"))
         assert result.exit is not None and result.exit.code == 0 and result.stdout == b"1000\n"
@@ -326,6 +336,22 @@ def test_a_kubeconfig_without_a_token_is_explained(env: Env, tmp_path: Path) -> 
     assert "kubectl create token" in line and "--audience nsinspect" in line
 
 
+def test_the_working_directory_is_entered_as_the_container(env: Env) -> None:
+    """A plain exec may name a working directory, and reaches no further than the container could:
+    not the node's files through /proc/PID/cwd of a node process (the container has no SYS_PTRACE)."""
+    escape = f"/proc/{os.getpid()}/cwd"  # this test's own: a root process of the node
+    assert os.path.isdir(escape)
+    with channel_for(env, "dave") as dave:
+        ex = exec_pb2_grpc.ExecStub(dave)
+        moved = run(ex, start("hostpid", "pwd", workdir="/tmp"))
+        assert moved.exit is not None and moved.exit.code == 0 and moved.stdout == b"/tmp\n", moved.stderr
+        code, details = status(partial(run, ex, start("hostpid", "ls", workdir=escape)))
+        assert code == Code.INVALID_ARGUMENT
+        assert details == f"working directory {escape!r} in the container: Permission denied"
+    started = [e for e in env.audit_lines() if e["event"] == "exec.start" and e.get("workdir") == escape]
+    assert started and started[-1]["caller"] == "dave"
+
+
 # -- mTLS ------------------------------------------------------------------------------------------------
 def test_mtls(env: Env, lab_cfg: LabConfig, tmp_path: Path) -> None:
     pki, rogue = Pki(tmp_path / "pki"), Pki(tmp_path / "rogue")
@@ -347,6 +373,10 @@ def test_mtls(env: Env, lab_cfg: LabConfig, tmp_path: Path) -> None:
         refused = cli(alice, "exec", "plain", "--", "true")
         assert refused.returncode == 1
         assert 'user "alice" may not create pods/exec on pod default/plain (needed for Exec)' in refused.stderr
+        twice = pki.client("alice", ["developers"], also_cn="admin")  # which one is the user? neither
+        refused = cli(twice, "ps", "plain")
+        assert refused.returncode == 1
+        assert "the client certificate has more than one common name (CN) (UNAUTHENTICATED)" in refused.stderr
         frank = pki.client("frank", ["ops", "sre"])  # the second O is a group too, authorized through SAR
         done = cli(frank, "exec", "plain", "--", "id", "-un")
         assert done.returncode == 0 and done.stdout == "root\n", done.stderr

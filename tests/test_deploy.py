@@ -386,9 +386,9 @@ class CappedAgent:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=out)
         try:
-            from tests.agentproc import _wait_healthy  # noqa: PLC0415 - grpc only where an agent runs
+            from tests.agentproc import wait_healthy  # noqa: PLC0415 - grpc only where an agent runs
 
-            _wait_healthy(f"127.0.0.1:{self.port}", self.proc)
+            wait_healthy(f"127.0.0.1:{self.port}", self.proc)
         except BaseException:
             self.__exit__()
             raise

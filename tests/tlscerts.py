@@ -38,7 +38,7 @@ class Pki:
         return self._issue("/CN=nsinspect-agent", f"subjectAltName=IP:{ip},DNS:localhost\n"
                                                   "extendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n")
 
-    def client(self, user: str, groups: list[str]) -> tuple[Path, Path]:
-        """CN=user, one O per group (as Kubernetes reads client certificates)."""
-        subject = "".join(f"/O={g}" for g in groups) + f"/CN={user}"
+    def client(self, user: str, groups: list[str], also_cn: str = "") -> tuple[Path, Path]:
+        """CN=user, one O per group (as Kubernetes reads client certificates); `also_cn`: a second CN."""
+        subject = "".join(f"/O={g}" for g in groups) + f"/CN={user}" + (f"/CN={also_cn}" if also_cn else "")
         return self._issue(subject, "extendedKeyUsage=clientAuth\nbasicConstraints=critical,CA:FALSE\n")
