@@ -398,6 +398,21 @@ def test_errors_are_precise_and_leave_the_agent_serving(agent: Agent, lab: Lab) 
     assert agent.settled_fds() == fds
 
 
+def test_a_stream_that_never_says_start_is_ended(agent: Agent) -> None:
+    """A caller that opens Exec and sends nothing must not hold one of the agent's workers."""
+    done = threading.Event()
+
+    def silence() -> Iterator[pb.ExecRequest]:
+        done.wait(30)
+        yield from ()
+
+    got, details = code_of(lambda: list(agent.stub.Exec(silence(), timeout=30)))
+    done.set()
+    assert got == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == "no `start` message within 10 s of opening the Exec stream"
+    agent.assert_serving()
+
+
 def test_the_session_limit(agent: Agent) -> None:
     lives = [Live(agent.stub, start("plain", "sleep", "300")) for _ in range(MAX_SESSIONS)]
     try:
