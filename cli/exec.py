@@ -28,6 +28,7 @@ from nsinspect.cli.target import reach
 from nsinspect.proto import agent_pb2
 from nsinspect.proto import exec_pb2 as pb
 from nsinspect.proto import exec_pb2_grpc as pb_grpc
+from nsinspect.proto.rpcerror import rpc_status
 
 EXIT_SIGNAL_BASE = 128
 CHUNK = 64 * 1024
@@ -172,6 +173,11 @@ class Session:
                     raise CliError(f"{where} did not start the command within {self.timeout:g} s") from None
                 if self.interrupts >= 3:
                     return EXIT_SIGNAL_BASE + signal.SIGINT
+                code, details = rpc_status(err)
+                if self.started.is_set() and code == grpc.StatusCode.UNAVAILABLE:
+                    raise CliError(f"lost {where} during the session ({details}): the command's "
+                                   "exit status is unknown; the agent ends its processes when it stops or "
+                                   "starts again") from None
                 raise explain(err, where) from None
             finally:
                 timer.cancel()

@@ -1,10 +1,13 @@
-"""Run the real `nsinspect-agent` as a subprocess for a test, and stop it afterwards."""
+"""Run the real `nsinspect-agent` as a subprocess for a test, stop it afterwards, and read what it
+exposes (its metrics endpoint)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,8 +15,12 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.lab.config import LabConfig
+
+Labels = tuple[tuple[str, str], ...]
+Samples = dict[tuple[str, Labels], float]
 
 
 @dataclass(frozen=True)
@@ -83,3 +90,22 @@ def wait_healthy(address: str, proc: subprocess.Popen[bytes], timeout: float = 1
             except grpc.RpcError:
                 time.sleep(0.05)
     raise RuntimeError("the agent did not become healthy")
+
+
+def logged_metrics_url(log: Path, timeout: float = 10.0) -> str:
+    """The endpoint from the agent's "agent serving" line (written just after it starts serving)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith("{") and (entry := json.loads(line)).get("msg") == "agent serving":
+                return str(entry["metrics"])
+        time.sleep(0.05)
+    raise AssertionError(f"no 'agent serving' line in {log}")
+
+
+def scrape(url: str) -> Samples:
+    """Every sample the agent's metrics endpoint serves: (name, sorted labels) -> value."""
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

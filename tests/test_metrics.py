@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from nsinspect.agent import metrics
 from nsinspect.agent.main import parse_args
@@ -28,7 +26,7 @@ from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto import exec_pb2_grpc, observe_pb2, observe_pb2_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests.agentproc import running_agent
+from tests.agentproc import Labels, Samples, logged_metrics_url, running_agent, scrape
 from tests.execclient import Live, run, start
 from tests.lab.config import LabConfig
 from tests.lab.pods import LabPod
@@ -36,8 +34,6 @@ from tests.lab.pods import LabPod
 INSPECT, LIST = "/nsinspect.v1.Agent/Inspect", "/nsinspect.v1.Observe/ListProcesses"
 EXEC, REFLECTION = "/nsinspect.v1.Exec/Exec", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-Labels = tuple[tuple[str, str], ...]
-Samples = dict[tuple[str, Labels], float]
 
 
 def free_port() -> int:
@@ -54,25 +50,11 @@ class Agent:
     audit: Path
 
     def scrape(self) -> Samples:
-        with urllib.request.urlopen(self.url, timeout=10) as answer:
-            text = answer.read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return scrape(self.url)
 
     def audited(self) -> Counter[tuple[str, str]]:
         lines = [json.loads(line) for line in self.audit.read_text().splitlines()]
         return Counter((e["rpc"], e["decision"]) for e in lines if e.get("event") == "call")
-
-
-def logged_metrics_url(log: Path, timeout: float = 10.0) -> str:
-    """The endpoint from the agent's "agent serving" line (written just after it starts serving)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if line.startswith("{") and (entry := json.loads(line)).get("msg") == "agent serving":
-                return str(entry["metrics"])
-        time.sleep(0.05)
-    raise AssertionError(f"no 'agent serving' line in {log}")
 
 
 def key(**labels: str) -> Labels:
@@ -251,12 +233,9 @@ def test_metrics_are_off_by_default_and_the_endpoint_serves_its_own_registry() -
     server = metrics.serve(counters, "127.0.0.1:0")
     try:
         assert server.url.startswith("http://127.0.0.1:") and not server.url.startswith("http://127.0.0.1:0/")
-        with urllib.request.urlopen(server.url, timeout=10) as answer:
-            text = answer.read().decode()
+        samples = scrape(server.url)
     finally:
         server.stop()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
     assert samples[("nsinspect_resolutions_total", key(source="proc"))] == 1
     assert samples[("nsinspect_resolutions_total", key(source="cri"))] == 0
     assert not any(name.startswith("python_") or name.startswith("process_") for name, _ in samples)  # not global
