@@ -28,3 +28,15 @@ def test_console_scripts_exist_and_answer() -> None:
         assert result.returncode == 0 and "usage:" in result.stdout
     plugin = subprocess.run([str(bindir / "kubectl-nsinspect"), "--help"], capture_output=True, text=True)
     assert plugin.stdout.startswith("usage: kubectl nsinspect")
+
+
+def test_direct_agent_commands_do_not_load_the_kubernetes_client() -> None:
+    """With --agent nothing asks the API server: its client (about 0.4 s to import) stays out. The
+    agent address is one nobody serves; the command fails after its imports, which is what counts."""
+    for command in (["ns", "plain"], ["ps", "plain"], ["nsmap"], ["exec", "plain", "--", "true"]):
+        code = ("import sys\nfrom nsinspect.cli.main import main\n"
+                f"try:\n    main({[*command[:2], '--agent', 'unix:///nonexistent/agent.sock', *command[2:]]!r})\n"
+                "except SystemExit:\n    pass\n"
+                "print(sorted(m for m in ('kubernetes', 'yaml') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+        assert out.strip().splitlines()[-1] == "[]", command
