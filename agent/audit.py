@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
+from nsinspect.agent.errors import NsinspectError
+
 log = logging.getLogger(__name__)
 
 
@@ -53,13 +55,18 @@ class AuditRecord:
     bytes_out: int = 0
 
 
+class AuditUnavailable(NsinspectError):
+    code = "UNAVAILABLE"
+
+
 class AuditLog:
     def __init__(self, path: str = "-") -> None:
         self.path = path
         self._lock = threading.Lock()
         self._out: IO[str] = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
 
-    def _write(self, entry: dict[str, Any]) -> None:
+    def _write(self, entry: dict[str, Any]) -> str:
+        """"" once the line is written, else why not (also logged)."""
         line = json.dumps(entry, separators=(",", ":")) + "\n"
         with self._lock:
             try:
@@ -67,15 +74,20 @@ class AuditLog:
                 self._out.flush()
             except (OSError, ValueError) as err:
                 log.error("cannot write the audit log", extra={"path": self.path, "error": str(err), "entry": entry})
+                return str(err)
+        return ""
 
     def call(self, entry: dict[str, Any]) -> None:
         """One call's authentication and authorization decision."""
         self._write({"time": _now(), "event": "call", **entry})
 
     def started(self, record: AuditRecord) -> None:
+        """Raises AuditUnavailable when the line cannot be written: no session runs unaudited."""
         entry = {k: v for k, v in asdict(record).items()
                  if k not in ("end", "status", "exit_code", "signal", "error", "bytes_in", "bytes_out")}
-        self._write({"time": record.start, "event": "exec.start", **entry})
+        why = self._write({"time": record.start, "event": "exec.start", **entry})
+        if why:
+            raise AuditUnavailable(f"the session was refused: the agent cannot write its audit log ({why})")
 
     def ended(self, record: AuditRecord) -> None:
         record.end = _now()

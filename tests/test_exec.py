@@ -21,6 +21,7 @@ import grpc
 import psutil
 import pytest
 
+from nsinspect.proto import agent_pb2, agent_pb2_grpc
 from nsinspect.proto import exec_pb2 as pb
 from nsinspect.proto import exec_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
@@ -437,6 +438,19 @@ def test_every_session_is_audited(agent: Agent) -> None:
     assert (end["container"], end["tty"], end["exit_code"], end["signal"], end["status"]) == ("app", False, 0, 0, "OK")
     assert (end["bytes_in"], end["bytes_out"]) == (5, 3)
     assert "user" not in end["namespaces"] and "mnt" in end["namespaces"] and end["start"] <= end["end"]
+
+
+def test_no_session_runs_unaudited(lab_cfg: LabConfig, canonical: dict[str, LabPod], tmp_path: Path) -> None:
+    """An audit log that cannot be written (a full disk: /dev/full) refuses sessions; reads go on."""
+    with running_agent(lab_cfg, tmp_path / "full.sock", "--audit-log", "/dev/full") as address, \
+            grpc.insecure_channel(address) as channel:
+        got, details = code_of(lambda: run(pb_grpc.ExecStub(channel), start("plain", "true")))
+        assert got == grpc.StatusCode.UNAVAILABLE
+        assert details == ("the session was refused: the agent cannot write its audit log "
+                           "([Errno 28] No space left on device)")
+        inspected = agent_pb2_grpc.AgentStub(channel).Inspect(
+            agent_pb2.InspectRequest(pod=agent_pb2.PodRef(namespace="default", name="plain")), timeout=30)
+        assert inspected.pod.name == "plain"
 
 
 # -- the CLI ---------------------------------------------------------------------------------------------
