@@ -2,10 +2,9 @@
 
 Members come from the cgroup.procs of the sandbox's and containers' cgroups: O(processes of the
 pod). Processes that joined the pod's pid or network namespace from elsewhere (nsenter, an exec
-helper) live in other cgroups, so one pass over /proc checks every other process: a readlink of
-ns/net (half the cost of a stat, which follows the link into nsfs), and one NS_GET_PID_IN_PIDNS
-ioctl per pod pid namespace (no path walk; kernels without it get a readlink of ns/pid). The node's
-own namespaces never count, so hostPID/hostNetwork pods do not list the node.
+helper) live in other cgroups, so one pass over /proc checks every other process (agent/outsiders.py,
+shared by concurrent requests). The node's own namespaces never count, so hostPID/hostNetwork pods
+do not list the node.
 
 Facts come from stat, status and cmdline, one read() each, through one /proc/PID directory fd per
 process: reads through it fail once that process is gone instead of reaching a successor, and a
@@ -40,6 +39,7 @@ import psutil
 from nsinspect.agent import procns
 from nsinspect.agent.cgroups import CgroupTree, container_dirs, parse_cgroup_file, read_procs
 from nsinspect.agent.model import PodInfo, PodRef, Source
+from nsinspect.agent.outsiders import Joined, OutsiderScan, Query
 from nsinspect.agent.resolver import Resolver
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -124,11 +124,6 @@ def now_ticks() -> int:
     return int(time.clock_gettime(time.CLOCK_BOOTTIME) * CLK_TCK)
 
 
-@cache
-def _proc_fd() -> int:
-    return os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
 def _ino(link: str) -> int:
     """"pid:[4026531836]" -> 4026531836."""
     return int(link[link.index("[") + 1:-1]) if link else 0
@@ -137,7 +132,7 @@ def _ino(link: str) -> int:
 def _pid_dir(pid: int) -> int:
     """/proc/PID as an O_PATH fd: only ever a base for openat and readlinkat, so it need not be opened
     for reading. It stays bound to that process all the same."""
-    return os.open(str(pid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=_proc_fd())
+    return os.open(str(pid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=procns.proc_fd())
 
 
 def _read_once(dirfd: int, name: str, size: int, whole: bool = False) -> bytes:
@@ -288,35 +283,6 @@ def _cpu_sample(member: Member, since_ticks: int) -> tuple[int, int, float] | No
     return int(f[19]), int(f[11]) + int(f[12]), time.monotonic()
 
 
-def _pid_ns_fds(holders: Mapping[int, int]) -> list[int] | None:
-    """The pod's pid namespaces (inode -> a process in it) opened for NS_GET_PID_IN_PIDNS; None when
-    one cannot be opened as the namespace named (its process is gone), the kernel lacks the ioctl, or
-    /proc is not of our own pid namespace (the ioctl reads PIDs in ours): the pass then readlinks."""
-    if not holders or not _proc_is_ours():
-        return None
-    fds: list[int] = []
-    try:
-        for ino, pid in holders.items():
-            fds.append(os.open(f"{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=_proc_fd()))
-            if os.fstat(fds[-1]).st_ino != ino:
-                raise ProcessLookupError(pid)  # the PID changed hands since it was read
-        if fds and _ioctl(fds[0], _NS_GET_PID_IN_PIDNS, os.getpid()) < 0 and ctypes.get_errno() != errno.ESRCH:
-            raise OSError(ctypes.get_errno(), "NS_GET_PID_IN_PIDNS")  # ENOTTY before the kernel had it
-        return fds
-    except OSError:
-        for fd in fds:
-            os.close(fd)
-        return None
-
-
-@cache
-def _proc_is_ours() -> bool:
-    try:
-        return os.readlink("self", dir_fd=_proc_fd()) == str(os.getpid())
-    except OSError:
-        return False
-
-
 # -- names from the container's own files ---------------------------------------------------------
 class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
@@ -326,9 +292,6 @@ _SYS_OPENAT2 = 437  # the same number on every architecture (added after the sys
 _RESOLVE_NO_MAGICLINKS, _RESOLVE_IN_ROOT = 0x02, 0x10
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-# Called with plain ints (no argtypes: a third cheaper per call, and the pass makes thousands).
-_ioctl = _libc.ioctl
-_NS_GET_PID_IN_PIDNS = (2 << 30) | (4 << 16) | (0xB7 << 8) | 0x8  # _IOR(NSIO, 0x8, int): a PID of ours -> in ns
 
 
 def _open_in_root(rootfd: int, path: str, flags: int) -> int:
@@ -359,7 +322,7 @@ def read_in_root(pid: int, start_ticks: int, path: str, limit: int = _NAMES_LIMI
     `start_ticks`), read without following anything out of that root and without touching atime;
     None when it is missing, not a regular file, too big, or reached only through a link out."""
     try:
-        dirfd = os.open(str(pid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=_proc_fd())
+        dirfd = os.open(str(pid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=procns.proc_fd())
     except OSError:
         return None
     fd = rootfd = -1
@@ -426,12 +389,19 @@ def _settled(found: Member, pod_uid: str, containers: Mapping[str, tuple[str, st
                   root_start=start)
 
 
+def _outsider(j: Joined, pid_targets: Mapping[str, str], net_target: str) -> Member:
+    joined: tuple[str, ...] = (f"pid:{pid_targets[j.pid_link]}",) if j.pid_link in pid_targets else ()
+    joined += ("net",) if net_target and j.net_link == net_target else ()
+    return Member(j.pid, outside=True, joined=joined, pid_ns=_ino(j.pid_link), net_ns=_ino(j.net_link))
+
+
 class ProcessLister:
     """Resolves a pod, finds its processes and reads them; safe to share between threads."""
 
     def __init__(self, resolver: Resolver, cgroups: CgroupTree | None = None) -> None:
         self.resolver = resolver
         self.cgroups = cgroups or CgroupTree()
+        self.outsiders = OutsiderScan()
 
     def discover(self, ref: PodRef, container: str = "") -> Discovery:
         pod = self.resolver.running(ref, container)
@@ -476,8 +446,9 @@ class ProcessLister:
         net_target = f"net:[{net_ns}]" if net_ns and net_ns != host_net and not container else ""
         members = self._cgroup_members(pod, {r[1]: r for r in refs if r[0] in wanted}, include_unknown=not container)
         targets_held = {ino: holder_pids[ino] for ino in holders if f"pid:[{ino}]" in pid_targets}
-        joined = [_settled(m, pod.uid, {r[1]: r for r in refs}) for m in self._joined(
-            {m.pid for m in members}, pid_targets, net_target, targets_held)]
+        query = Query(pid_targets, net_target, targets_held, frozenset(m.pid for m in members))
+        joined = [_settled(_outsider(j, pid_targets, net_target), pod.uid, {r[1]: r for r in refs})
+                  for j in self.outsiders.find(query)]
         members += [m for m in joined if m.outside or not container or m.container == container]
         order = {name: i for i, name in enumerate(["sandbox", *(c.name for c in pod.containers)])}
 
@@ -519,46 +490,6 @@ class ProcessLister:
             if controllers == key or (key and key in controllers.split(",")):
                 return top / path.lstrip("/")
         return None
-
-    @staticmethod
-    def _joined(known: set[int], pid_targets: Mapping[str, str], net_target: str,
-                holders: Mapping[int, int]) -> list[Member]:
-        """Processes outside the pod's cgroups that are in its pid or network namespace: one /proc pass.
-
-        The net probe is a readlink of ns/net (half the cost of a stat, which follows the link into
-        nsfs). The pid probe asks the kernel whether the PID has a number in the pod's pid namespaces
-        (NS_GET_PID_IN_PIDNS, one ioctl each, no path walk: a fifth of a readlink); the few it names
-        are checked with a readlink of ns/pid, exactly as the readlink pass that older kernels get."""
-        if not pid_targets and not net_target:
-            return []
-        proc, readlink, found = _proc_fd(), os.readlink, []
-        skip = {str(p) for p in known}
-        ns_fds = _pid_ns_fds(holders) if pid_targets and len(holders) == len(pid_targets) else None
-        try:
-            for name in os.listdir(proc):
-                if name in skip or not name.isdigit():
-                    continue
-                try:
-                    net_link = readlink(name + "/ns/net", dir_fd=proc) if net_target else ""
-                    if ns_fds is not None and (not net_target or net_link != net_target):
-                        pid = int(name)
-                        for fd in ns_fds:
-                            if _ioctl(fd, _NS_GET_PID_IN_PIDNS, pid) > 0:
-                                break
-                        else:
-                            continue  # in none of the pod's pid namespaces, nor in its network namespace
-                    pid_link = readlink(name + "/ns/pid", dir_fd=proc) if pid_targets else ""
-                except OSError:
-                    continue  # gone, or a kernel that refuses (exiting processes lose their ns links)
-                if pid_link in pid_targets or (net_link and net_link == net_target):
-                    joined: tuple[str, ...] = (f"pid:{pid_targets[pid_link]}",) if pid_link in pid_targets else ()
-                    joined += ("net",) if net_link and net_link == net_target else ()
-                    found.append(Member(int(name), outside=True, joined=joined, pid_ns=_ino(pid_link),
-                                        net_ns=_ino(net_link)))
-        finally:
-            for fd in ns_fds or ():
-                os.close(fd)
-        return found
 
     # -- the listing --------------------------------------------------------------------------
     def list(self, ref: PodRef, container: str = "", cpu_sample: float = 0.0) -> ProcessList:

@@ -22,6 +22,12 @@ from nsinspect.agent.model import FOR_CHILDREN, NS_TYPES, HostInfo, NamespaceId,
 GONE_ERRNOS = (errno.ESRCH, errno.ENOENT)
 
 
+@cache
+def proc_fd() -> int:
+    """/proc, opened once: a base for openat and readlinkat of /proc/PID/... ."""
+    return os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
 def read_at(dirfd: int, name: str, limit: int = 65536) -> bytes:
     """Up to `limit` bytes of a file under an open /proc/PID directory."""
     fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
