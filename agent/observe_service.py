@@ -8,6 +8,7 @@ from nsinspect.agent import validate, wire
 from nsinspect.agent.auth import Guard
 from nsinspect.agent.errors import InvalidArgument
 from nsinspect.agent.network import NetInfo, NetInspector
+from nsinspect.agent.outsiders import OutsiderScan, WalkHelper
 from nsinspect.agent.processes import ProcessFacts, ProcessList, ProcessLister
 from nsinspect.agent.resolver import Resolver
 from nsinspect.agent.server import _errors
@@ -23,7 +24,7 @@ class ObserveService(pb_grpc.ObserveServicer):
 
     def __init__(self, resolver: Resolver, guard: Guard, node_name: str = "", cpu_sample_ms: int = 250) -> None:
         self.guard = guard
-        self.lister = ProcessLister(resolver)
+        self.lister = ProcessLister(resolver, outsiders=OutsiderScan(WalkHelper()))  # node walks off our GIL
         self.net = NetInspector(self.lister)
         self.node_name = node_name
         self.cpu_sample_ms = cpu_sample_ms

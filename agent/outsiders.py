@@ -6,6 +6,11 @@ not started yet, never one under way, so its answer is as fresh as a pass of its
 under load the node is walked once per round instead of once per request (ps of 15 pods at once on
 a 3,000-process node: one walk, not fifteen).
 
+The agent makes the pass in a helper process of its own (WalkHelper): it is a Python loop over
+every process of the node, tens of milliseconds on a busy node, and in the agent's interpreter it
+would hold the lock every request thread needs (an Inspect would wait behind it). The helper is
+single-threaded, started once, and ends when the agent's end of its pipe closes.
+
 Per process the pass costs a readlink of ns/net (half a stat, which follows the link into nsfs),
 and one NS_GET_PID_IN_PIDNS ioctl per pod pid namespace (no path walk: a fifth of a readlink); only
 the few it names get a readlink of ns/pid. With more pid namespaces than that pays for, or kernels
@@ -14,15 +19,22 @@ without the ioctl, every process gets the readlink. The node's own namespaces ar
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import json
+import logging
 import os
+import subprocess
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
 from nsinspect.agent.procns import proc_fd
+
+log = logging.getLogger(__name__)
 
 _NS_GET_PID_IN_PIDNS = (2 << 30) | (4 << 16) | (0xB7 << 8) | 0x8  # _IOR(NSIO, 0x8, int): a PID of ours -> in ns
 _IOCTL_WORTH = 4  # with more pid namespaces to ask about than this, one readlink of ns/pid is cheaper
@@ -56,10 +68,15 @@ class _Pass:
     error: BaseException | None = None
 
 
-class OutsiderScan:
-    """Shared by the agent's threads; `find` blocks until a pass that started after the call ends."""
+Walk = Callable[[list[Query]], list["Joined"]]
 
-    def __init__(self) -> None:
+
+class OutsiderScan:
+    """Shared by the agent's threads; `find` blocks until a pass that started after the call ends.
+    `walk` makes the pass (default: in this process; the agent gives a WalkHelper)."""
+
+    def __init__(self, walk: Walk | None = None) -> None:
+        self.walk = walk
         self._lock = threading.Lock()
         self._running: _Pass | None = None
         self._next: _Pass | None = None
@@ -82,7 +99,7 @@ class OutsiderScan:
         if leads:
             mine.go.wait()
             try:
-                mine.hits = _walk(mine.queries)
+                mine.hits = (self.walk or _walk)(mine.queries)
             except BaseException as err:
                 mine.error = err
             finally:
@@ -164,3 +181,63 @@ def _proc_is_ours() -> bool:
         return os.readlink("self", dir_fd=proc_fd()) == str(os.getpid())
     except OSError:
         return False
+
+
+# -- the pass in a process of its own -------------------------------------------------------------------
+class WalkHelper:
+    """`_walk` in a helper process (`python -m nsinspect.agent.outsiders`), one JSON line each way.
+    A helper that fails is replaced on the next pass; that pass is made here meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __call__(self, queries: list[Query]) -> list[Joined]:
+        request = json.dumps([{"pid_targets": dict(q.pid_targets), "net_target": q.net_target,
+                               "holders": {str(k): v for k, v in q.holders.items()}, "known": sorted(q.known)}
+                              for q in queries])
+        with self._lock:
+            try:
+                proc = self._proc = self._proc or _start_helper()
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(request + "\n")
+                proc.stdin.flush()
+                answer = proc.stdout.readline()
+                return [Joined(*hit) for hit in json.loads(answer)]
+            except (OSError, ValueError, TypeError) as err:
+                log.warning("the outsider pass helper failed: walking here", extra={"error": str(err)})
+                self._stop()
+        return _walk(queries)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):  # a write still buffered for a helper that died
+                        pipe.close()
+            self._proc = None
+
+
+def _start_helper() -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, bufsize=1, close_fds=True)
+
+
+def _serve() -> None:
+    """The helper's loop: a list of queries in, the pass's hits out; until its stdin closes."""
+    for line in sys.stdin:
+        queries = [Query(q["pid_targets"], q["net_target"], {int(k): v for k, v in q["holders"].items()},
+                         frozenset(q["known"])) for q in json.loads(line)]
+        hits = _walk(queries)
+        sys.stdout.write(json.dumps([[j.pid, j.pid_link, j.net_link] for j in hits]) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve()

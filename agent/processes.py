@@ -398,10 +398,11 @@ def _outsider(j: Joined, pid_targets: Mapping[str, str], net_target: str) -> Mem
 class ProcessLister:
     """Resolves a pod, finds its processes and reads them; safe to share between threads."""
 
-    def __init__(self, resolver: Resolver, cgroups: CgroupTree | None = None) -> None:
+    def __init__(self, resolver: Resolver, cgroups: CgroupTree | None = None,
+                 outsiders: OutsiderScan | None = None) -> None:
         self.resolver = resolver
         self.cgroups = cgroups or CgroupTree()
-        self.outsiders = OutsiderScan()
+        self.outsiders = outsiders or OutsiderScan()
 
     def discover(self, ref: PodRef, container: str = "") -> Discovery:
         pod = self.resolver.running(ref, container)

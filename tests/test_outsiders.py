@@ -3,6 +3,7 @@ older than the request: a request joins the next pass that has not started, neve
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,11 +13,11 @@ import pytest
 
 from nsinspect.agent import outsiders
 from nsinspect.agent.model import PodRef
-from nsinspect.agent.outsiders import Joined, OutsiderScan, Query
+from nsinspect.agent.outsiders import Joined, OutsiderScan, Query, WalkHelper
 from nsinspect.agent.processes import ProcessFacts, ProcessLister
 from tests.lab.config import LabConfig
 from tests.lab.pods import CANONICAL, ContainerSpec, Lab, LabPod, PodSpec
-from tests.podprocs import by_argv, host_process, lister_for, listing_until
+from tests.podprocs import by_argv, host_process, lister_for, listing_until, until
 
 
 def _has_sleep(n: str, got: list[ProcessFacts]) -> bool:
@@ -127,3 +128,31 @@ def test_concurrent_listings_find_their_outsiders(lister: ProcessLister, lab: La
             assert got == want[names[i]], names[i]
         assert lister.outsiders.passes - before < len(names)  # passes were shared
 
+
+
+def test_the_helper_process_walks_as_the_agent_would(lab: Lab, canonical: dict[str, LabPod]) -> None:
+    """The agent's passes run in a helper process (off its interpreter lock): same answers, and a
+    helper that dies is replaced."""
+    with lab.pod(PodSpec("outsiders-helper", (ContainerSpec("app"),))) as pod:
+        app = pod["app"].pid
+        with host_process("nsenter", "-t", str(app), "-p", "-n", "sleep", "404") as entered:
+            pid_link, net_link = (os.readlink(f"/proc/{app}/ns/{t}") for t in ("pid", "net"))
+            query = Query({pid_link: "app"}, net_link, {os.stat(f"/proc/{app}/ns/pid").st_ino: app},
+                          frozenset({app, pod.sandbox_pid}))
+            helper = WalkHelper()
+            try:
+                def walks() -> tuple[set[int], set[int]] | None:
+                    ours = {j.pid for j in helper([query])}
+                    return (ours, {j.pid for j in outsiders._walk([query])}) if entered.pid in ours else None
+
+                ours, here = until("the nsenter'd sleep is seen", walks)
+                assert ours == here and app not in ours
+                first = helper._proc
+                assert first is not None
+                first.kill()
+                first.wait()
+                assert {j.pid for j in helper([query])} >= {entered.pid}  # this pass made here, the next helper new
+                assert {j.pid for j in helper([query])} >= {entered.pid}
+                assert helper._proc is not None and helper._proc is not first and helper._proc.poll() is None
+            finally:
+                helper.close()
