@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pods", type=int)
     p.add_argument("--think", type=float, help="seconds each client waits between calls (default 0)")
     p.add_argument("--no-outage", action="store_true", help="do not kill containerd")
+    p.add_argument("--no-churn", action="store_true", help="no short-lived processes, no pods coming and going")
     p.add_argument("--sessions", type=int, help="leak check sessions")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                                               ("think", args.think)) if v is not None})
     if args.no_outage:
         plan = replace(plan, outage=0.0)
+    if args.no_churn:
+        plan = replace(plan, fork_rate=0.0, churn_lifetime=0.0)
     ok = True
     cfg = LabConfig()  # restart and leaks use the main lab's canonical pods; load has a lab of its own
     if {"restart", "leaks"} & set(scenarios):

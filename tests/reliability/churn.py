@@ -70,13 +70,16 @@ class Forker:
         self._started = 0.0
 
     def __enter__(self) -> Forker:
+        if self.rate <= 0:
+            return self
         self._proc = subprocess.Popen([sys.executable, "-c", _FORKER, str(self.rate)], stdout=subprocess.PIPE,
                                       text=True, start_new_session=True)
         self._started = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._proc is not None
+        if self._proc is None:
+            return
         self._proc.send_signal(signal.SIGTERM)
         out, _ = self._proc.communicate(timeout=10)
         self.seconds = time.monotonic() - self._started
@@ -98,7 +101,8 @@ class PodChurn(threading.Thread):
         self._lock = threading.Lock()
 
     def __enter__(self) -> PodChurn:
-        self.start()
+        if self.lifetime > 0:  # else no pods come and go
+            self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -110,7 +114,8 @@ class PodChurn(threading.Thread):
 
     def stop(self) -> None:
         self._quit.set()
-        self.join(60)
+        if self.is_alive():
+            self.join(60)
 
     def run(self) -> None:
         with Lab(self.cfg) as lab:

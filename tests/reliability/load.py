@@ -19,11 +19,12 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -35,7 +36,7 @@ from nsinspect.proto import observe_pb2_grpc as opb_grpc
 from nsinspect.proto.rpcerror import rpc_status
 from tests.agentproc import AgentProcess, Samples, agent_process, logged_metrics_url, scrape
 from tests.bench.node import extra_pods, extra_processes, process_count
-from tests.execclient import run, start
+from tests.execclient import Result, run, start
 from tests.lab import runtime
 from tests.lab.config import LabConfig
 from tests.lab.pods import Lab
@@ -56,12 +57,12 @@ class Plan:
     calls: int = 200  # per client
     processes: int = 3000  # on the node in all
     pods: int = 50  # stable lab pods, besides the churning ones
-    fork_rate: float = 250.0  # short-lived processes per second
+    fork_rate: float = 250.0  # short-lived processes per second (0: none)
     free_pids: int = 4096  # pid_max is lowered until about this many PIDs are free
-    churn_lifetime: float = 1.0  # seconds each churning pod lives
+    churn_lifetime: float = 1.0  # seconds each churning pod lives (0: no pods come and go)
     outage: float = 3.0  # seconds containerd stays dead (0: not killed)
     kill_at: float = 0.3  # share of the calls done when containerd is killed
-    workers: int = 5  # client processes
+    workers: int = 10  # client processes (threads in each share its interpreter lock: timings would too)
     think: float = 0.0  # seconds each client waits between calls (0: as fast as answers come)
     mix: tuple[tuple[str, int], ...] = (("Inspect", 6), ("ListProcesses", 3), ("Exec", 1))
 
@@ -82,42 +83,51 @@ class Answer:
 
 
 # -- the clients (in worker processes) ------------------------------------------------------------
-def _inspect(channel: grpc.Channel, namespace: str, name: str) -> Answer:
-    resp = pb_grpc.AgentStub(channel).Inspect(pb.InspectRequest(pod=pb.PodRef(namespace=namespace, name=name)),
+def _inspect(channel: grpc.Channel, namespace: str, name: str) -> pb.InspectResponse:
+    return pb_grpc.AgentStub(channel).Inspect(pb.InspectRequest(pod=pb.PodRef(namespace=namespace, name=name)),
                                               timeout=10)
+
+
+def _inspected(resp: pb.InspectResponse) -> dict[str, Any]:
     read = tuple((cid, p.pid, p.start_time, tuple((n.type, n.ino) for n in p.namespaces))
                  for cid, p in [(resp.pod.sandbox.id, resp.pod.sandbox.process),
                                 *((c.id, c.process) for c in resp.pod.containers)] if not p.gone and p.pid)
-    return Answer("Inspect", f"{namespace}/{name}", 0, 0, "OK", source=resp.pod.source, read=read)
+    return {"code": "OK", "source": resp.pod.source, "read": read}
 
 
-def _list(channel: grpc.Channel, namespace: str, name: str) -> Answer:
-    resp = opb_grpc.ObserveStub(channel).ListProcesses(
+def _list(channel: grpc.Channel, namespace: str, name: str) -> opb.ListProcessesResponse:
+    return opb_grpc.ObserveStub(channel).ListProcesses(
         opb.ListProcessesRequest(pod=pb.PodRef(namespace=namespace, name=name), cpu_sample_ms=0), timeout=10)
-    uid = resp.pod.uid
+
+
+def _listed(resp: opb.ListProcessesResponse) -> dict[str, Any]:
     checked = elsewhere = gone = 0
     for proc in resp.processes:
         if proc.outside:
             continue
-        where = in_pod(proc.pid, proc.start_ticks, uid)  # right away: most are still there
+        where = in_pod(proc.pid, proc.start_ticks, resp.pod.uid)  # right away: most are still there
         if where is None:
             gone += 1
         elif where:
             checked += 1
         else:
             elsewhere += 1
-    return Answer("ListProcesses", f"{namespace}/{name}", 0, 0, "OK", source=resp.pod.source,
-                  listed=(checked, elsewhere, gone))
+    return {"code": "OK", "source": resp.pod.source, "listed": (checked, elsewhere, gone)}
 
 
-def _exec(channel: grpc.Channel, namespace: str, name: str) -> Answer:
-    result = run(exec_pb2_grpc.ExecStub(channel), start(name, "true", namespace=namespace, container="app"),
-                 timeout=10)
+def _exec(channel: grpc.Channel, namespace: str, name: str) -> Result:
+    return run(exec_pb2_grpc.ExecStub(channel), start(name, "true", namespace=namespace, container="app"),
+               timeout=10)
+
+
+def _executed(result: Result) -> dict[str, Any]:
     ok = result.exit is not None and result.exit.code == 0 and result.started is not None
-    return Answer("Exec", f"{namespace}/{name}", 0, 0, "OK" if ok else "WRONG_EXIT", detail=str(result.exit))
+    return {"code": "OK" if ok else "WRONG_EXIT", "detail": str(result.exit)}
 
 
-CALLS = {"Inspect": _inspect, "ListProcesses": _list, "Exec": _exec}
+# Each RPC: the call (what is timed), then the check of its answer (not timed: the client's own work).
+CALLS: dict[str, tuple[Callable[[grpc.Channel, str, str], Any], Callable[[Any], dict[str, Any]]]] = {
+    "Inspect": (_inspect, _inspected), "ListProcesses": (_list, _listed), "Exec": (_exec, _executed)}
 
 
 def _client(address: str, plan: Plan, stable: list[str], churn_file: str, seed: int,
@@ -130,14 +140,17 @@ def _client(address: str, plan: Plan, stable: list[str], churn_file: str, seed: 
             rpc = rng.choices(names, weights)[0]
             churning = _churning(churn_file) if rpc != "Exec" and rng.random() < 0.2 else []
             namespace, name = (CHURN_NS, rng.choice(churning)) if churning else (STABLE_NS, rng.choice(stable))
+            call, check = CALLS[rpc]
             began = time.monotonic()
             try:
-                answer = CALLS[rpc](channel, namespace, name)
+                resp = call(channel, namespace, name)
+                ms = (time.monotonic() - began) * 1000
+                answers.append(Answer(rpc, f"{namespace}/{name}", began, ms, **check(resp)))
             except grpc.RpcError as err:
+                ms = (time.monotonic() - began) * 1000
                 code, detail = rpc_status(err)
-                answer = Answer(rpc, f"{namespace}/{name}", 0, 0, code.name if code else "UNKNOWN", detail[:300])
-            ms = (time.monotonic() - began) * 1000
-            answers.append(Answer(**{**answer.__dict__, "began": began, "ms": ms}))
+                answers.append(Answer(rpc, f"{namespace}/{name}", began, ms, code.name if code else "UNKNOWN",
+                                      detail[:300]))
             with done.get_lock():  # type: ignore[attr-defined]
                 done.value += 1  # type: ignore[attr-defined]
             if plan.think:
@@ -474,8 +487,8 @@ def _warm_up(address: str, stable: list[str]) -> None:
     """One call of each kind, so the agent's caches and helpers exist before `before` is taken."""
     with grpc.insecure_channel(address) as channel:
         for name in stable[:3]:
-            for call in CALLS.values():
-                call(channel, STABLE_NS, name)
+            for call, check in CALLS.values():
+                check(call(channel, STABLE_NS, name))
 
 
 @contextmanager
