@@ -34,6 +34,7 @@ import grpc
 
 from nsinspect.agent.audit import AuditLog
 from nsinspect.agent.errors import InvalidArgument, NsinspectError, PermissionDenied, Unauthenticated
+from nsinspect.agent.handlers import Behavior, rewrap
 from nsinspect.agent.metrics import Metrics
 from nsinspect.agent.model import PodRef
 from nsinspect.proto import exec_pb2
@@ -493,11 +494,6 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
         yield request
 
 
-_KINDS: tuple[tuple[str, Callable[..., Any]], ...] = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler), ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler), ("stream_stream", grpc.stream_stream_rpc_method_handler))
-
-
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticates every RPC but grpc.health.v1 before its handler runs (see Guard.admit)."""
 
@@ -520,20 +516,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
             if isinstance(request, Malformed):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request message: {request.error}")
 
-        for kind, make in _KINDS:
-            inner = getattr(handler, kind)
-            if inner is None:
-                continue
+        def wrap(inner: Behavior, kind: str) -> Behavior:
             streaming_in = kind.startswith("stream")
 
-            def behavior(request: Any, context: grpc.ServicerContext, inner: Any = inner,
-                         streaming_in: bool = streaming_in) -> Any:
+            def behavior(request: Any, context: grpc.ServicerContext) -> Any:
                 before(None if streaming_in else request, context)
                 return inner(_checked(request) if streaming_in else request, context)
 
-            return make(behavior, request_deserializer=_tolerant(handler.request_deserializer),
-                        response_serializer=handler.response_serializer)
-        return handler
+            return behavior
+
+        return rewrap(handler, wrap, _tolerant(handler.request_deserializer))
 
 
 # -- configuration ---------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from nsinspect.agent.handlers import Behavior, rewrap
+
 HEALTH = "/grpc.health.v1.Health/"
 UNREGISTERED = "unregistered"  # the method label of calls to methods the agent does not serve
 SOURCES = ("cri", "proc")
@@ -97,11 +99,6 @@ def _timed_stream(responses: Iterator[Any], context: grpc.ServicerContext,
         done(_final_code(context, failed))
 
 
-_KINDS: tuple[tuple[str, Callable[..., Any]], ...] = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler), ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler), ("stream_stream", grpc.stream_stream_rpc_method_handler))
-
-
 class MetricsInterceptor(grpc.ServerInterceptor):
     """Counts and times every RPC by method and final status code. Put it first (outermost)."""
 
@@ -115,13 +112,11 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             self.metrics.rpc(UNREGISTERED, grpc.StatusCode.UNIMPLEMENTED, None)
             return None
         method, metrics = handler_call_details.method, self.metrics
-        for kind, make in _KINDS:
-            inner = getattr(handler, kind)
-            if inner is None:
-                continue
 
-            def behavior(request: Any, context: grpc.ServicerContext, inner: Any = inner,
-                         streaming_out: bool = kind.endswith("stream")) -> Any:
+        def wrap(inner: Behavior, kind: str) -> Behavior:
+            streaming_out = kind.endswith("stream")
+
+            def behavior(request: Any, context: grpc.ServicerContext) -> Any:
                 began = time.perf_counter()
 
                 def done(code: grpc.StatusCode) -> None:
@@ -136,9 +131,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                         done(_final_code(context, failed))
                 return _timed_stream(result, context, done) if streaming_out else result
 
-            return make(behavior, request_deserializer=handler.request_deserializer,
-                        response_serializer=handler.response_serializer)
-        return handler
+            return behavior
+
+        return rewrap(handler, wrap)
 
 
 # -- the endpoint ------------------------------------------------------------------------------------------

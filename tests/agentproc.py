@@ -4,6 +4,7 @@ exposes (its metrics endpoint)."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,13 @@ from tests.lab.config import LabConfig
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (for an agent's, or a stand-in's, --listen)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto import exec_pb2_grpc, observe_pb2, observe_pb2_grpc
 from nsinspect.proto.rpcerror import rpc_status
 from tests import toolbox
-from tests.agentproc import running_agent
+from tests.agentproc import free_port, running_agent
 from tests.cluster.auth import ALICE, USER_AUDIENCES, Decision, Token, User, rule
 from tests.cluster.fixtures import client_for
 from tests.cluster.standin import Cluster
@@ -51,12 +50,6 @@ DAVE = User("dave", "uid-dave", ("exec-only",))  # get pods, create pods/exec
 ERIN = User("erin", "uid-erin", ("nsenter",))  # that, plus create pods/nsenter and get nodes/nsmap
 TOKENS = {"alice": "alice-token", "nobody": "nobody-token-5f1c", "dave": "dave-token-93ab", "erin": "erin-token-77d0",
           "alice-other": "alice-other-audience-token", "admin": "admin-token", "greg": "greg-token-1e2d"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from tests import toolbox
-from tests.agentproc import running_agent
+from tests.agentproc import free_port, running_agent
 from tests.cluster.auth import USER_AUDIENCES, Token, User, rule
 from tests.cluster.fixtures import client_for
 from tests.cluster.kubelet import KubeletOptions
@@ -27,12 +26,6 @@ from tests.cluster.standin import TWO_NODES, Cluster
 from tests.lab.config import LabConfig
 
 pytestmark = pytest.mark.lab
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -352,12 +351,6 @@ def test_image_toolbox_recipe_builds_a_toolbox(tmp_path: Path) -> None:
 
 
 # -- the capability set, on the real agent ------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class CappedAgent:
     """The real agent with the manifest's arguments (paths pointed at the lab), under setpriv with
     exactly `caps` as its bounding set, as the container runtime starts it. It checks callers with
@@ -366,6 +359,8 @@ class CappedAgent:
 
     def __init__(self, cfg: LabConfig, agent: Doc, caps: set[str], tools: Path, log: Path,
                  api: Cluster) -> None:
+        from tests.agentproc import free_port  # noqa: PLC0415 - grpc only where an agent runs
+
         self.port = free_port()
         args = []
         for arg in agent["args"]:

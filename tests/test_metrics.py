@@ -6,7 +6,6 @@ authorization decision, exactly as many as the audit log holds. The endpoint is 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto import exec_pb2_grpc, observe_pb2, observe_pb2_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests.agentproc import Labels, Samples, logged_metrics_url, running_agent, scrape
+from tests.agentproc import Labels, Samples, free_port, logged_metrics_url, running_agent, scrape
 from tests.execclient import Live, run, start
 from tests.lab.config import LabConfig
 from tests.lab.pods import LabPod
@@ -34,12 +33,6 @@ from tests.lab.pods import LabPod
 INSPECT, LIST = "/nsinspect.v1.Agent/Inspect", "/nsinspect.v1.Observe/ListProcesses"
 EXEC, REFLECTION = "/nsinspect.v1.Exec/Exec", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -23,18 +23,12 @@ import grpc
 from nsinspect.cli.agentclient import Credentials, open_channel
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
-from tests.agentproc import running_agent
+from tests.agentproc import free_port, running_agent
 from tests.bench.measure import percentile, timings
 from tests.cluster.standin import Cluster
 from tests.lab import runtime
 from tests.lab.config import LabConfig
 from tests.lab.pods import Lab
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
