@@ -10,6 +10,7 @@ when each container started (tests/reliability/truth.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
@@ -226,7 +228,8 @@ class Probe:
 
 @dataclass
 class Outage:
-    killed: float = 0.0  # time.monotonic()
+    killed: float = 0.0  # time.monotonic() once containerd's process is gone
+    restarting: float = 0.0  # when it is started again: until then nothing can answer for it
     back: float = 0.0  # containerd answering again
 
 
@@ -244,8 +247,11 @@ def _runtime_killed(cfg: LabConfig, plan: Plan, total: int, done: multiprocessin
         pid = runtime.containerd_pid(cfg)
         assert pid is not None, "the lab's containerd is not running"
         os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).wait(10)
         outage.killed = time.monotonic()
         quit_.wait(plan.outage)
+        outage.restarting = time.monotonic()
         runtime.up(cfg)
         outage.back = time.monotonic()
         log.info("containerd was down %.1f s", outage.back - outage.killed)
@@ -260,6 +266,7 @@ def _runtime_killed(cfg: LabConfig, plan: Plan, total: int, done: multiprocessin
         if killer.is_alive():
             killer.join(60)
         if outage.killed and not outage.back:  # it was killed but not yet restarted
+            outage.restarting = time.monotonic()
             runtime.up(cfg)
             outage.back = time.monotonic()
 
@@ -319,7 +326,8 @@ class Report:
         call in the outage, and when CRI answered again for good after containerd was back."""
         if not self.outage.killed:
             return {}
-        during = [s for s in self.probe if self.outage.killed <= s[0] <= self.outage.back]
+        down = (self.outage.killed, self.outage.restarting)  # nothing could answer for containerd then
+        during = [s for s in self.probe if down[0] <= s[0] and s[0] + s[1] / 1000 <= down[1]]
         first = min((s[0] + s[1] / 1000 for s in during), default=float("nan"))
         after = [s for s in self.probe if s[0] >= self.outage.back]
         recovered = float("nan")
