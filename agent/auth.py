@@ -6,7 +6,7 @@ The agent is root on the node, so it trusts nobody by default, as the kubelet do
   else a client certificate (mTLS listeners): CN is the user, each O a group.
 - permission: a SubjectAccessReview on the target for that user, its uid, groups and extra, with
   the verbs of POLICY, the one table of which RPC needs what.
-`AuthInterceptor` authenticates every call but health (and turns undecodable requests into
+`AuthInterceptor` authenticates every call but Health/Check (and turns undecodable requests into
 INVALID_ARGUMENT); each handler asks its `Guard` about its target before touching anything. Both
 cache briefly, fail closed when the API server cannot answer, and write one audit line per call.
 Tokens are never logged, never cached as such (an HMAC of each under a per-process key), and
@@ -495,7 +495,7 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    """Authenticates every RPC but grpc.health.v1 before its handler runs (see Guard.admit)."""
+    """Authenticates every RPC but grpc.health.v1 Check before its handler runs (see Guard.admit)."""
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
