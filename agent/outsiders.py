@@ -68,7 +68,7 @@ class _Pass:
     error: BaseException | None = None
 
 
-Walk = Callable[[list[Query]], list["Joined"]]
+Walk = Callable[[list[Query]], list[Joined]]
 
 
 class OutsiderScan:

@@ -38,6 +38,8 @@ def wall_and_cpu(fn: Callable[[], object], runs: int, warmup: int = 2) -> tuple[
 
 
 def percentile(values: list[float], pct: int) -> float:
-    """The nearest-rank percentile (p50, p90, p99) of `values`."""
+    """The nearest-rank percentile (p50, p90, p99) of `values`; NaN when there are none."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, len(ordered) * pct // 100)]

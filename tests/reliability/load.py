@@ -37,6 +37,7 @@ from nsinspect.proto import observe_pb2 as opb
 from nsinspect.proto import observe_pb2_grpc as opb_grpc
 from nsinspect.proto.rpcerror import rpc_status
 from tests.agentproc import AgentProcess, Samples, agent_process, logged_metrics_url, scrape
+from tests.bench.measure import percentile
 from tests.bench.node import extra_pods, extra_processes, process_count
 from tests.execclient import Result, run, start
 from tests.lab import runtime
@@ -408,13 +409,6 @@ class Report:
         lines.extend(f"  {what:<50}{figure:>10.3g}  {target:<6} {'met' if met else 'MISSED'}"
                      for what, figure, target, met in self.targets())
         return "\n".join(lines)
-
-
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
 # -- the scenario ---------------------------------------------------------------------------------------
