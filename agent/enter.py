@@ -1,25 +1,52 @@
-"""The namespace-entering helper: joins a target's namespaces and runs a command, nsenter-style.
+"""The namespace-entering helper: joins a target's namespaces and runs a command in them.
 
 setns into a mount or user namespace needs a single-threaded process, so this never runs inside
 the gRPC server. The agent starts `python -m nsinspect.agent.enter serve FD` once: a fork
 server, single-threaded, with nothing of the agent in it, which moves itself into the agent's
-session cgroup (a move costs an RCU grace period, 5-20 ms: once, not per session) and forks one
-enterer per request, handing it the session's fds received over a SOCK_SEQPACKET socket. (`once FD`
-does the same from an interpreter spawned per session: simpler, and slower; tests/bench/exec.py
-measures both.) Per session:
+cgroup for helpers (a move costs an RCU grace period, 5-20 ms: once, not per session) and forks
+one enterer per request, handing it the session's fds received over a SOCK_SEQPACKET socket.
+(`once FD` does the same from an interpreter spawned per session: simpler, and slower;
+tests/bench/exec.py measures both.)
 
-  enterer   verifies the target (pidfd + start time), reads its credentials, environment, root and
-  │         cwd, opens everything before joining, joins with one setns(pidfd, mask) (or, on kernels
-  │         before 5.8, setns on each ns fd in nsenter's order, two passes), chroots like nsenter,
-  │         takes the target's credentials (tools mode: the reaper does, after building its root).
-  └ reaper  forked after joining, so it is inside the pid namespace; a child subreaper, so what
-    │       daemonizes comes back to it and is reaped, never left as a zombie in the pod. It
-    │       starts the command, forwards signals, reports to the agent, and when the command ends
-    │       (or the agent hangs up) kills what is left of the session.
+The rule every stage keeps: a process the pod can see (one in its pid namespace) holds no fd, root,
+cwd or privilege of the node's, and is non-dumpable, from its first instruction. A pod process with
+the same ids (or CAP_SYS_PTRACE) reaches everything such a process holds through /proc/PID/fd, root
+and cwd, and `openat(fd, "../..")` from a host directory fd is the node's /. So all work that needs
+the node happens in the enterer, which stays outside the pod's pid namespace, and the reaper is
+forked only once the enterer is as confined as the container:
+
+  stage        pid ns   fds it holds                                  credentials
+  fork server  node's   0,1 /dev/null, 2 agent's stderr, its socket   node root, all caps; non-dumpable
+                        to the agent, a wake pipe, a socket per spare  (set at start, inherited by all)
+  enterer      node's   the session's stdio as 0-2 (the fork server's  node root until _become_target,
+                        0-2 replaced at once), status socket; while    then the container's (below);
+                        preparing: target pidfd + /proc/PID dirfd,     non-dumpable again after the
+                        root and cwd O_PATH fds, cgroup.procs, the     change of ids; in the container's
+                        tools root's mount fds: all closed before it    cgroups from the start
+                        forks the reaper
+  reaper       pod's    0-2 (until the command is spawned; then the   the container's ids, caps, bounding
+                        container's /dev/null), status socket, a wake  set, no_new_privs, seccomp filter,
+                        pipe of its own; root and cwd the container's  cgroups, oom_score_adj, rlimits;
+                        (or the tools root, built from pod-side mounts) non-dumpable; LSM label at exec
+  command      pod's    0-2 only (everything else is close-on-exec)    exactly the container's (runc exec's)
+
+confine.py says where each part of the confinement comes from; --privileged skips it (and the ids),
+the one unconfined mode. Per session:
+
+  enterer   verifies the target (pidfd + start time), reads its credentials, environment and
+  │         confinement, moves into its cgroups, opens everything before joining, joins with one
+  │         setns(pidfd, mask) (or, on kernels before 5.8, setns on each ns fd in nsenter's order,
+  │         two passes), chroots like nsenter (tools mode: pivots into the tools root), loads the
+  │         seccomp filter and takes the container's ids, closes every fd of the node's.
+  └ reaper  forked last, so it is inside the pid namespace; a child subreaper, so what daemonizes
+    │       comes back to it and is reaped, never left as a zombie in the pod. It waits for the
+    │       agent's go (the agent checks its confinement from the node's side first), starts the
+    │       command, forwards signals, reports, and when the command ends (or the agent hangs up)
+    │       kills what is left of the session.
     └ command  posix_spawn'ed (a fork only for a terminal), so no Python runs between fork and exec.
 
-The syscalls are in syscalls.py, the command's credentials and environment in creds.py, and
-starting it in spawn.py.
+The syscalls are in syscalls.py, the command's credentials and environment in creds.py, the
+container's confinement in confine.py, and starting the command in spawn.py.
 """
 
 from __future__ import annotations
@@ -40,7 +67,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nsinspect.agent import toolbox
+from nsinspect.agent import confine, toolbox
 from nsinspect.agent.creds import Creds, read_environ
 from nsinspect.agent.spawn import (
     EXIT_CANNOT_EXECUTE,
@@ -66,15 +93,17 @@ from nsinspect.agent.syscalls import (
 MSG_MAX = 1 << 16
 SPARES, REFILL_DELAY = 2, 0.008
 CGROUP_ENV = "NSINSPECT_EXEC_CGROUP"
+TOOLBOX_ENV = "NSINSPECT_TOOLBOX"
 
 
 class EnterError(Exception):
     """A failure to report to the agent: `code` names the gRPC status it becomes."""
 
-    def __init__(self, code: str, message: str, gone: bool = False) -> None:
+    def __init__(self, code: str, message: str, gone: bool = False, unconfined: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.gone = gone
+        self.unconfined = unconfined  # the container's confinement cannot be reproduced here
 
 
 # -- what the agent asks for -------------------------------------------------------------------------
@@ -96,6 +125,9 @@ class Plan:
     workdir: str = ""
     root: str = ""
     join: str = "auto"  # "pidfd", "fds" (the pre-5.8 way) or "auto"
+    # "strict": the container's confinement (cgroups, seccomp, LSM label, oom_score_adj, rlimits) or
+    # no session; "best": what can be reproduced (the caller may have nsenter semantics); "none": nsenter's
+    confine: str = "strict"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -276,8 +308,9 @@ class Entry:
     status: socket.socket
     target: Target | None = None
     namespaces: list[str] = field(default_factory=list)
-    deferred_user: bool = False
     creds: Creds | None = None
+    confinement: confine.Confinement | None = None
+    missing: list[str] = field(default_factory=list)  # what of the confinement could not be reproduced
     env: dict[bytes, bytes] = field(default_factory=dict)
     tools: toolbox.Prepared | None = None
     spawn: Spawn | str | OSError | None = None  # the command, ready to start (see prepare_spawn)
@@ -303,36 +336,36 @@ def join_cgroup(path: str) -> bool:
 
 
 def enterer(msg: dict[str, Any], received: list[int]) -> int:
-    """The enterer's whole life: prepare, join, fork the reaper, wait for it."""
+    """The enterer's whole life: prepare, confine, join, fork the reaper, wait for it.
+
+    Outside the target's pid namespace, so invisible to the pod (hostPID pods aside, which see the
+    agent itself). Everything that needs the node's privileges or the node's files happens here;
+    the reaper it forks is as the container's own processes are, and holds nothing of the node."""
     fds = dict(zip(msg["fds"], received, strict=True))
     s = Entry(Plan.from_json(msg["plan"]), fds, socket.socket(fileno=fds.pop("status")))
+    _stdio_to_012(s)
     with contextlib.suppress(OSError):
         set_name(b"nsinspect-enter")
     try:
         _prepare_and_join(s)
     except EnterError as err:
-        s.report("error", code=err.code, message=str(err), gone=err.gone)
+        s.report("error", code=err.code, message=str(err), gone=err.gone, unconfined=err.unconfined)
         return 1
     except OSError as err:
         s.report("error", code="INTERNAL", message=f"entering the container failed: {err}")
         return 1
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            os.close(go_w)
-            os.read(go_r, 1)  # the agent knows our pid before anything of the session can exist
-            os.close(go_r)
             code = reaper(s)
         except BaseException:  # a child must never return into the fork server
             traceback.print_exc()
         finally:
             os._exit(code)
-    s.report("entered", enterer=os.getpid(), reaper=pid, namespaces=s.namespaces)
-    os.write(go_w, b"x")
-    for fd in (go_r, go_w):
-        os.close(fd)
+    confinement = s.confinement
+    s.report("entered", enterer=os.getpid(), reaper=pid, namespaces=s.namespaces,
+             confined=confinement.parts if confinement else [], missing=list(s.missing))
     _close_session(s)
     while True:
         try:
@@ -345,6 +378,20 @@ def enterer(msg: dict[str, Any], received: list[int]) -> int:
     return 0
 
 
+def _stdio_to_012(s: Entry) -> None:
+    """The session's stdio becomes our 0-2, in place of the fork server's (one of them the agent's
+    stderr, a file of the node's): the reaper, which the pod can see, inherits nothing else."""
+    names = ("stdin", "stdout", "stderr")
+    if not all(n in s.fds for n in names):
+        return
+    received = {s.fds[n] for n in names}
+    for target, name in enumerate(names):
+        os.dup2(s.fds[name], target)
+    for fd in received - {0, 1, 2}:
+        os.close(fd)
+    s.fds.update(stdin=0, stdout=1, stderr=2)
+
+
 def _prepare_and_join(s: Entry) -> None:
     plan = s.plan
     s.target = target = Target.open(plan.pid, plan.start_time)
@@ -352,16 +399,25 @@ def _prepare_and_join(s: Entry) -> None:
     joins_user = "user" in s.namespaces
     s.creds = Creds.read(target, joins_user)
     s.env = read_environ(target, plan)
+    if plan.confine != "none":
+        _confine(s, target)
     root = cwd = -1
     try:
         if plan.tools:
             s.tools = toolbox.prepare(plan.toolbox, target.dirfd)
-            s.deferred_user = joins_user  # after the tools root is built, as its mounts need the node's userns
-        else:
+        toolbox.forget()  # the fork server's copy: cloned (or not needed), and not for the reaper
+        if not plan.tools:
             root = os.open("root", os.O_PATH | os.O_DIRECTORY, dir_fd=target.dirfd)
             cwd = os.open("cwd", os.O_PATH | os.O_DIRECTORY, dir_fd=target.dirfd)
-        join(target, [t for t in s.namespaces if not (s.deferred_user and t == "user")], plan.join)
-        if not plan.tools:  # as nsenter: fchdir(root), chroot("."), chdir("/"), fchdir(wd)
+        # tools mode: the user namespace last, once its mounts are made (they need the node's)
+        join(target, [t for t in s.namespaces if not (plan.tools and t == "user")], plan.join)
+        if plan.tools:
+            assert s.tools is not None
+            toolbox.enter_root(s.tools)
+            s.tools = None
+            if joins_user:
+                setns(target.pidfd, CLONE["user"])
+        else:  # as nsenter: fchdir(root), chroot("."), chdir("/"), fchdir(wd)
             os.fchdir(root)
             os.chroot(".")
             if plan.root:
@@ -370,26 +426,61 @@ def _prepare_and_join(s: Entry) -> None:
             os.chdir("/")
             if not plan.root:
                 os.fchdir(cwd)
-            _become_target(s)  # here, not in the reaper: one process less to pay copied pages in
-            if plan.workdir:  # as the container's user: it reaches no further than the container could
-                _chdir_checked(plan.workdir, "working directory")
-            prepare_spawn(s)
     finally:
         for fd in (root, cwd):
             if fd >= 0:
                 os.close(fd)
+    target.close()  # the last fd of the node's we held
+    s.target = None
+    _become_target(s)
+    if plan.workdir or plan.tools:  # as the container's user: it reaches no further than the container could
+        _chdir_checked(plan.workdir or "/", "working directory")
+    prepare_spawn(s)
+
+
+def _confine(s: Entry, target: Target) -> None:
+    """Read the container's confinement and take what is taken through the node's /proc (cgroups,
+    oom_score_adj, LSM label); seccomp and the ids come last (see _become_target). What cannot be
+    reproduced refuses the session, unless the plan says the caller may go unconfined."""
+    s.confinement = confinement = confine.read(target)
+    missing = list(confinement.missing)
+    if not missing or s.plan.confine == "best":
+        missing += confine.apply_process(confinement)
+    if missing and s.plan.confine != "best":
+        raise EnterError("FAILED_PRECONDITION", "cannot give the command the container's confinement here ("
+                         + "; ".join(missing) + ")", unconfined=True)
+    s.missing = missing
 
 
 def _become_target(s: Entry) -> None:
-    """The target's credentials (unless privileged), taken before the command starts: it is
-    posix_spawn'ed, with no Python of its own between fork and exec to do it."""
-    if s.plan.privileged or s.creds is None:
-        return
+    """The container's limits, seccomp filter and credentials (unless privileged), in runc's order:
+    the filter before the ids without no_new_privs (loading it needs CAP_SYS_ADMIN then), after
+    them with it. Then non-dumpable again: a change of ids resets that to fs.suid_dumpable."""
+    c = s.confinement
     try:
-        s.creds.apply(s.plan.user, s.plan.group)
+        if c is not None:
+            confine.apply_rlimits(c)
+        nnp = s.creds is not None and s.creds.no_new_privs
+        if c is not None and c.seccomp and not nnp and "seccomp" not in s.missing:
+            _load_filter(s, c)
+        if not s.plan.privileged and s.creds is not None:
+            s.creds.apply(s.plan.user, s.plan.group)
+        if c is not None and c.seccomp and nnp:
+            _load_filter(s, c)
     except OSError as err:
         raise EnterError("INVALID_ARGUMENT" if err.errno == errno.EINVAL else "INTERNAL",
                          f"cannot take the container's credentials: {err.strerror or err}") from None
+    prctl(PR_SET_DUMPABLE, 0)
+
+
+def _load_filter(s: Entry, c: confine.Confinement) -> None:
+    try:
+        confine.load_filter(c.seccomp, c.seccomp_flags)
+    except OSError as err:
+        if s.plan.confine != "best":
+            raise EnterError("FAILED_PRECONDITION", f"cannot load the container's seccomp filter: {err.strerror}",
+                             unconfined=True) from None
+        s.missing.append(f"seccomp: {err.strerror}")
 
 
 def _chdir_checked(path: str, what: str) -> None:
@@ -414,28 +505,14 @@ def _close_session(s: Entry) -> None:
 
 
 def reaper(s: Entry) -> int:
-    """Inside the pid namespace: become the target's identity, start the command, forward signals,
-    reap everything (a child subreaper: what daemonizes comes back here), report, clean up."""
+    """Inside the pid namespace, as the container's processes are: wait for the agent's go (it checks
+    our confinement first), start the command, forward signals, reap everything (a child subreaper:
+    what daemonizes comes back here), report, clean up."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)
-    assert s.target is not None
-    try:
-        if s.tools is not None:
-            toolbox.enter_root(s.tools)
-            s.tools = None
-            if s.deferred_user:
-                setns(s.target.pidfd, CLONE["user"])
-            _chdir_checked(s.plan.workdir or "/", "working directory")
-        s.target.close()
-        if s.plan.tools:
-            _become_target(s)  # after the tools root is built (that needed root)
-    except EnterError as err:
-        s.report("error", code=err.code, message=str(err))
-        return 1
-    except OSError as err:
-        s.report("error", code="INTERNAL", message=f"preparing the command failed: {err}")
-        return 1
-    prctl(PR_SET_DUMPABLE, 0)  # the pod's processes see us: keep our /proc entries (and fds) from them
     set_name(b"nsinspect-exec")
+    go, _ = recv_msg(s.status)
+    if not go or not go.get("go"):
+        return 1  # the agent hung up, or found us wrongly confined: nothing was started
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -446,13 +523,28 @@ def reaper(s: Entry) -> int:
         s.report("exit", code=EXIT_NOT_FOUND if err.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE, signal=0)
         return 0
     finally:
-        for name in ("stdin", "stdout", "stderr"):
-            if name in s.fds:
-                os.close(s.fds.pop(name))
+        _release_stdio(s)
     s.report("started")
     return _reap_loop(s, cmd, wake_r)
 
 
+def _release_stdio(s: Entry) -> None:
+    """Our copies of the command's stdio (0-2) give way to the container's /dev/null: the agent sees
+    end of file when the command's own copies close."""
+    for name in ("stdin", "stdout", "stderr"):
+        s.fds.pop(name, None)
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+    except OSError:
+        for fd in (0, 1, 2):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
 
 
 def _read_file(path: str) -> bytes:
@@ -688,6 +780,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m nsinspect.agent.enter serve|once FD", file=sys.stderr)
         return 2
     cgroup = os.environ.pop(CGROUP_ENV, "")
+    if tools := os.environ.pop(TOOLBOX_ENV, ""):
+        try:
+            toolbox.load(tools)  # once: every session clones it
+        except OSError as err:
+            sys.stderr.write(f"nsinspect-enter: cannot load the toolbox {tools}: {err}\n")
+    prctl(PR_SET_DUMPABLE, 0)  # from the start, and inherited by every enterer and reaper (see reaper)
     return serve(int(args[1]), cgroup) if args[0] == "serve" else once(int(args[1]), cgroup)
 
 

@@ -45,3 +45,9 @@ class PermissionDenied(NsinspectError):
 
 class Unauthenticated(NsinspectError):
     code = "UNAUTHENTICATED"
+
+
+class Unconfinable(NsinspectError):
+    """The container's confinement cannot be reproduced for an exec, and the caller may not go without it."""
+
+    code = "FAILED_PRECONDITION"

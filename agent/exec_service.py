@@ -32,7 +32,14 @@ from nsinspect.agent import validate
 from nsinspect.agent.audit import AuditRecord
 from nsinspect.agent.auth import Guard, exec_elevation
 from nsinspect.agent.enter import MSG_MAX, Plan
-from nsinspect.agent.errors import InvalidArgument, NotFound, NotRunning, NsinspectError
+from nsinspect.agent.errors import (
+    InvalidArgument,
+    NotFound,
+    NotRunning,
+    NsinspectError,
+    PermissionDenied,
+    Unconfinable,
+)
 from nsinspect.agent.model import ContainerInfo, PodInfo, PodRef
 from nsinspect.agent.resolver import Resolver
 from nsinspect.agent.server import _errors
@@ -127,6 +134,15 @@ def _check_start(start: pb.ExecStart, config: ExecConfig) -> tuple[PodRef, str, 
     return ref, container, namespaces
 
 
+def _confinement(start: pb.ExecStart) -> str:
+    """How much of the container's confinement the command must get (enter.Plan.confine): all of it
+    as the container runs; what can be reproduced when the caller asked for nsenter semantics
+    (elevated, so holding pods/nsenter); none of it for --privileged, the agent's own powers."""
+    if start.privileged:
+        return "none"
+    return "best" if exec_elevation(start) else "strict"
+
+
 def _pick(pod: PodInfo, name: str) -> ContainerInfo | None:
     if name:
         return pod.container(name)
@@ -156,7 +172,8 @@ class ExecService(pb_grpc.ExecServicer):
                              f"({args.max_workers - 1}): each session holds a worker thread")
         cgroup = Cgroup.create()
         path = str(cgroup.path) if cgroup is not None else ""
-        launcher: Launcher = ForkServer(path) if args.exec_helper == "forkserver" else Spawner(path)
+        tools = os.path.abspath(args.toolbox) if args.toolbox else ""
+        launcher: Launcher = ForkServer(path, tools) if args.exec_helper == "forkserver" else Spawner(path)
         service = cls(resolver, Sessions(launcher, cgroup, args.max_sessions), guard,
                       ExecConfig(toolbox=os.path.abspath(args.toolbox) if args.toolbox else "",
                                  idle_timeout=args.idle_timeout))
@@ -216,17 +233,26 @@ class ExecService(pb_grpc.ExecServicer):
         self.audit.started(record)
         status = "CANCELLED"
         try:
-            for attempt in (1, 2):
-                plan = self._plan(start, namespaces, container)
+            retried, confinement = False, _confinement(start)
+            while True:
+                plan = self._plan(start, namespaces, container, confinement)
                 size = (start.size.rows, start.size.cols) if start.size.rows and start.size.cols else None
                 with self.sessions.open(plan, start.stdin, size, record.session) as session:
                     context.add_callback(session.cancel)
                     session.wait_started(self.config.start_timeout)
                     if session.error is not None:
-                        if session.error.get("gone") and attempt == 1:
+                        if session.error.get("gone") and not retried:
+                            retried = True
                             pod, container = self._target(ref, name, fresh=True)
                             continue  # the container restarted between resolution and entry: once more
+                        if session.error.get("unconfined") and confinement == "strict":
+                            self._may_go_unconfined(context, ref, str(session.error.get("message")))
+                            confinement = "best"
+                            continue  # the caller has nsenter semantics: what can be reproduced will do
                         raise HelperError(str(session.error.get("code")), str(session.error.get("message")))
+                    if session.unconfined:
+                        log.warning("exec session without all of its container's confinement",
+                                    extra={"session": session.id, "missing": session.unconfined})
                     record.namespaces = list(session.namespaces)
                     yield pb.ExecResponse(started=pb.ExecStarted(
                         session=session.id, container=container.name, namespaces=session.namespaces,
@@ -251,8 +277,17 @@ class ExecService(pb_grpc.ExecServicer):
             record.status = status
             self.audit.ended(record)
 
-    def _plan(self, start: pb.ExecStart, namespaces: tuple[str, ...], container: ContainerInfo) -> Plan:
-        return Plan(pid=container.pid, start_time=container.start_time, argv=tuple(start.argv),
+    def _may_go_unconfined(self, context: grpc.ServicerContext, ref: PodRef, why: str) -> None:
+        """The container's confinement cannot be reproduced here: only a caller who may have
+        nsenter semantics (pods/nsenter) gets the session anyway."""
+        try:
+            self.guard.pod(context, "Exec", ref, f"unconfined ({why})")
+        except PermissionDenied as err:
+            raise Unconfinable(f"{why}; running the command without it needs nsenter semantics: {err}") from None
+
+    def _plan(self, start: pb.ExecStart, namespaces: tuple[str, ...], container: ContainerInfo,
+              confinement: str) -> Plan:
+        return Plan(confine=confinement, pid=container.pid, start_time=container.start_time, argv=tuple(start.argv),
                     namespaces=namespaces, tty=start.tty, tools=start.tools,
                     toolbox=self.config.toolbox if start.tools else "",
                     user=start.user if start.HasField("user") else None,

@@ -1,15 +1,20 @@
 """Exec sessions on the agent's side: the helper that enters namespaces, each session's pipes or
 pty, the limit on concurrent sessions, and a teardown that leaves nothing behind.
 
-Every process of every session lives in one cgroup of the agent's (nsinspect-exec.<agent pid>,
-under the agent's own, on the unified hierarchy): the helper's fork server moves itself there once,
-and everything else inherits it by fork (moving a process costs an RCU grace period; per session
-that would be most of its start-up time). Within it, a session is its reaper's subtree: the reaper
-is a child subreaper, so what daemonizes stays below it. A session ends by freezing the cgroup
-(nothing can fork), killing that subtree, and thawing: the reaper reaps what was killed, so nothing
-is left as a zombie in the pod. Whatever lost its reaper (it was killed from inside the pod) is no
-longer below the agent, and is killed when found in the cgroup. An agent that starts finds the
-cgroups of agents that died and kills what is in them.
+A session's processes live in its container's cgroups, as a CRI exec's do (the enterer moves
+there: see confine.py), so the pod's memory, pids and CPU limits hold for them. Within the pod, a
+session is its reaper's subtree: the reaper is a child subreaper, so what daemonizes stays below
+it. A session ends by killing that subtree in passes until a pass finds nothing alive (a killed
+process cannot fork, so each pass leaves only what was forked during it, and the pod's pids limit
+bounds even a fork bomb); the reaper reaps what was killed, so nothing is left as a zombie in the
+pod. A pod process that kills the reaper first leaves what the session had started to the
+container's init, as kubectl exec leaves what a command daemonized: with the container's own
+confinement, so nothing it could not have started itself.
+
+The helpers themselves (the fork server and its spare enterers) live in a cgroup of the agent's
+(nsinspect-exec.<agent pid>, under the agent's own, on the unified hierarchy), joined once by the
+fork server (a move costs an RCU grace period). An agent that starts finds the cgroups of agents
+that died and kills what is in them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from nsinspect.agent.enter import CGROUP_ENV, FD_NAMES, Plan, recv_msg, send_msg
+from nsinspect.agent import confinecheck
+from nsinspect.agent.enter import CGROUP_ENV, FD_NAMES, TOOLBOX_ENV, Plan, recv_msg, send_msg
 from nsinspect.agent.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ HELPER = (sys.executable, "-m", "nsinspect.agent.enter")
 CHUNK = 1 << 20  # the most one output message carries
 BATCH = 256 * 1024  # in a bulk stream, what a message waits for (see Session.read_output)
 PIPE_SIZE = 1 << 20
+KILL_PASSES = 1000
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 
 
@@ -58,15 +65,16 @@ class Launcher(Protocol):
     def close(self) -> None: ...
 
 
-def _helper_env(cgroup: str) -> dict[str, str]:
-    return {**os.environ, CGROUP_ENV: cgroup}
+def _helper_env(cgroup: str, toolbox: str = "") -> dict[str, str]:
+    return {**os.environ, CGROUP_ENV: cgroup, TOOLBOX_ENV: toolbox}
 
 
 class ForkServer:
     """The helper started once (a fresh, single-threaded interpreter); each session is one fork of it."""
 
-    def __init__(self, cgroup: str = "") -> None:
+    def __init__(self, cgroup: str = "", toolbox: str = "") -> None:
         self.cgroup = cgroup
+        self.toolbox = toolbox  # loaded once by the server (toolbox.load)
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -75,7 +83,8 @@ class ForkServer:
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
-            self._proc = subprocess.Popen([*HELPER, "serve", str(theirs.fileno())], env=_helper_env(self.cgroup),
+            self._proc = subprocess.Popen([*HELPER, "serve", str(theirs.fileno())],
+                                          env=_helper_env(self.cgroup, self.toolbox),
                                           pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, start_new_session=True)
         ours.settimeout(10)
@@ -140,18 +149,16 @@ def _unified_mount() -> Path | None:
 
 
 class Cgroup:
-    """The agent's cgroup for every session's processes: <own cgroup>/nsinspect-exec.<agent pid>."""
+    """The agent's cgroup for its exec helpers: <own cgroup>/nsinspect-exec.<agent pid>."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._frozen = 0
 
     @classmethod
     def create(cls) -> Cgroup | None:
         mount = _unified_mount()
         if mount is None:
-            log.warning("no unified cgroup hierarchy: exec sessions are tracked by process tree only")
+            log.warning("no unified cgroup hierarchy: the exec helpers run in the agent's cgroup")
             return None
         with open("/proc/self/cgroup") as f:
             own = next((line.strip()[3:] for line in f if line.startswith("0::")), "/")
@@ -161,39 +168,13 @@ class Cgroup:
         try:
             path.mkdir(exist_ok=True)
         except OSError as err:
-            log.warning("cannot make a cgroup for exec sessions: tracking them by process tree only",
+            log.warning("cannot make a cgroup for the exec helpers: they run in the agent's",
                         extra={"cgroup": str(path), "error": str(err)})
             return None
         return cls(path)
 
     def pids(self) -> list[int]:
         return _pids(self.path)
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        """Nothing in the cgroup runs (so nothing forks) meanwhile; fatal signals still get through."""
-        with self._lock:
-            self._frozen += 1
-            if self._frozen == 1:
-                _write(self.path / "cgroup.freeze", "1")
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._frozen -= 1
-                if self._frozen == 0:
-                    _write(self.path / "cgroup.freeze", "0")
-
-    def kill_orphans(self, root: int) -> list[int]:
-        """Kill what is in the cgroup but no longer below `root` (the agent): processes whose reaper
-        was killed, reparented out of the session. Returns what was killed."""
-        killed = []
-        for pid in self.pids():
-            if not _below(pid, root):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-        return killed
 
     def close(self) -> None:
         _remove(self.path)
@@ -274,30 +255,20 @@ def _parent(pid: int) -> int:
     return 0
 
 
-def _below(pid: int, root: int) -> bool:
-    for _ in range(64):
-        pid = _parent(pid)
-        if pid == root:
-            return True
-        if pid <= 1:
-            return False
-    return False
-
-
 # -- one session ---------------------------------------------------------------------------------------
 class Session:
     """A running session's fds, what the helper reported, and the means to end it."""
 
-    def __init__(self, sid: str, plan: Plan, want_stdin: bool, size: tuple[int, int] | None,
-                 cgroup: Cgroup | None = None) -> None:
+    def __init__(self, sid: str, plan: Plan, want_stdin: bool, size: tuple[int, int] | None) -> None:
         self.id = sid
         self.plan = plan
-        self.cgroup = cgroup
         self.enterer = 0
         self.reaper = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.namespaces: list[str] = []
-        self.entered = self.started = False
+        self.confined: list[str] = []  # the parts of the container's confinement the command got
+        self.unconfined: list[str] = []  # what could not be reproduced (only with nsenter semantics)
+        self.entered = self.started = self._go_sent = False
         self.exec_error = ""
         self.error: dict[str, Any] | None = None
         self.exit: tuple[int, int] | None = None
@@ -369,8 +340,11 @@ class Session:
     def _event(self, msg: dict[str, Any]) -> None:
         event = msg.get("event")
         if event == "entered":
+            if self.entered:
+                return  # said once, by the enterer, before the reaper could say anything: never again
             self.reaper, self.namespaces, self.entered = int(msg["reaper"]), list(msg["namespaces"]), True
             self.enterer = int(msg["enterer"])
+            self.confined, self.unconfined = list(msg.get("confined", [])), list(msg.get("missing", []))
         elif event == "started":
             self.started = True
         elif event == "exec_failed":
@@ -384,6 +358,9 @@ class Session:
         """Until the command runs, could not be executed, or entering failed (then `error` is set)."""
         deadline = time.monotonic() + timeout
         while not (self.started and self.entered) and self.error is None and not self.helper_gone:
+            if self.entered and not self._go_sent:
+                self._go()
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
                 self.error = {"code": "DEADLINE_EXCEEDED", "message": "the exec helper did not answer in time"}
@@ -392,6 +369,23 @@ class Session:
             self.read_status()
         if self.error is None and not self.started:
             self.error = {"code": "INTERNAL", "message": "the exec helper exited without running the command"}
+
+    def _go(self) -> None:
+        """The reaper waits for this: its confinement checked from the node's side first."""
+        self._go_sent = True
+        plan = self.plan
+        why = confinecheck.mismatch(plan.pid, self.reaper, self.confined, plan.user is None and plan.group is None,
+                                    plan.confine == "none") if _parent(self.reaper) == self.enterer else \
+            "the session's reaper is gone"
+        if why:
+            log.error("an exec session's confinement differs from its container's: refused",
+                      extra={"session": self.id, "reaper": self.reaper, "difference": why})
+            self.error = {"code": "INTERNAL", "message": f"the command's confinement did not match the container's "
+                                                         f"({why}): the session was refused"}
+            return
+        with self._lock, contextlib.suppress(OSError):
+            if not self._closed:
+                send_msg(self.status, {"go": True})
 
     # -- input from the client
     def write_stdin(self, data: bytes) -> None:
@@ -493,25 +487,25 @@ class Session:
         self.wake()
 
     def kill(self) -> None:
-        """SIGKILL every process the session started (the reaper's subtree, with the cgroup frozen so
-        that nothing forks meanwhile); the reaper reaps them, then exits.
+        """SIGKILL every process the session started (the reaper's subtree), in passes until one finds
+        nothing alive: a killed process forks no more, so each pass leaves at most what was forked
+        while it ran. The reaper reaps them, then exits.
 
         Only once the reaper is known: until then no command runs, and the helper ends itself
         when the status socket closes."""
         self.read_status()
         if not self.reaper or _parent(self.reaper) != self.enterer or not self._live_descendants():
             return
-        with self.cgroup.frozen() if self.cgroup is not None else contextlib.nullcontext():
-            for _ in range(100):
-                pids = self._live_descendants()
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 0.1  # dead (zombies until the reaper runs) before walking again
-                while time.monotonic() < deadline and any(_alive(p) for p in pids):
-                    time.sleep(0.0005)
+        for _ in range(KILL_PASSES):
+            pids = self._live_descendants()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 0.1  # dead (zombies until the reaper runs) before walking again
+            while time.monotonic() < deadline and any(_alive(p) for p in pids):
+                time.sleep(0.0005)
 
     def _live_descendants(self) -> list[int]:
         return [p for p in _descendants(self.reaper) if _alive(p)]
@@ -595,7 +589,7 @@ class Sessions:
         sid = sid or uuid.uuid4().hex[:12]
         session: Session | None = None
         try:
-            session = Session(sid, plan, want_stdin, size, self.cgroup)
+            session = Session(sid, plan, want_stdin, size)
             with self._lock:
                 self._active[sid] = session
             session.launched(self.launcher.launch(*session.helper_message()))
@@ -606,11 +600,6 @@ class Sessions:
             with self._lock:
                 self._active.pop(sid, None)
                 self._admitted -= 1
-            if self.cgroup is not None and session is not None and session.exit is None:
-                # ended without the reaper's word (cancelled, or the reaper was killed from inside the
-                # pod): what it held may have been reparented out of its subtree
-                for pid in self.cgroup.kill_orphans(os.getpid()):
-                    log.warning("killed a process that had left its exec session", extra={"pid": pid})
 
     def close(self) -> None:
         with self._lock:

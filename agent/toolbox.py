@@ -1,37 +1,49 @@
 """Tools mode: run programs from the agent's toolbox against a target that has none (distroless).
 
 The command keeps every joined namespace but mnt: it gets a private mount namespace whose root is a
-fresh tmpfs holding the toolbox (read-only), a /proc of the joined pid namespace (with the paths
-runc masks or makes read-only treated the same way), a minimal /dev, a writable /tmp, and the
-target's root, read-only, at /target. The agent's own root is pivoted away and detached, so the
-command never sees the node's filesystem or the runtime's sockets.
+fresh tmpfs holding the toolbox (read-only), the container's own /proc (with runc's masked and
+read-only paths as they are), a minimal /dev, a writable /tmp, and the target's root, read-only, at
+/target. The agent's own root is pivoted away and detached, so the command never sees the node's
+filesystem or the runtime's sockets, and /proc/self/mountinfo names no path of the node's: the
+toolbox is a copy in a tmpfs of its own (made once by the fork server), not a bind mount of the
+agent's directory. (The overlay of /target lists its layer directories, as the container's own
+mountinfo does.)
 
-A mount of another mount namespace cannot be bind-mounted from outside it, so the target's root is
-cloned (open_tree) from inside its namespace and carried back as a detached tree. Needs the new
-mount API (Linux >= 5.12). Runs only in the single-threaded helper (agent/enter.py), never in the
-agent's server process.
+Everything is built by the enterer, outside the pod's pid namespace, before the reaper exists: a
+/proc for the pod's pid namespace would otherwise have to be mounted by a process inside it, and
+so visible to the pod while it still had the node's privileges. The container's /proc is cloned
+instead, from inside its mount namespace (a mount of another mount namespace cannot be cloned from
+outside it), with the target's root, and carried back as detached trees. Needs the new mount API
+(Linux >= 5.12). Runs only in the single-threaded helper (agent/enter.py).
+
+What the command can write: /tmp (the session's tmpfs, gone with it), and, as the container's user
+with the container's capabilities, what the container can write through /proc/PID/root of its
+processes (as an ephemeral container with --target can). /target itself is read-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import os
 import platform
+import struct
 from dataclasses import dataclass
+
+from nsinspect.agent.syscalls import _check, _libc
 
 TARGET = "target"
 PATH = "/bin:/sbin:/usr/bin:/usr/sbin"
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-# As runc does for containers: a fresh /proc would otherwise let a root command write sysctls.
-PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
-PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats")
 ETC_LINKS = ("passwd", "group", "hosts", "resolv.conf", "hostname")
 ROOT_SIZE = "64m"
+PROC_SUPER_MAGIC = 0x9FA0
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _SYS = {"open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
         "mount_setattr": 442, "pivot_root": {"x86_64": 155, "aarch64": 41}.get(platform.machine(), -1)}
 AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 OPEN_TREE_CLONE = 1
@@ -44,18 +56,12 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 1 << 18
 MNT_DETACH = 2
 CLONE_NEWNS = 0x20000
+_loaded: dict[str, int] = {}  # toolbox dir -> its read-only tmpfs copy (a detached mount), per process
 
 
 class _MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def _check(result: int, what: str) -> int:
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
 
 
 def _syscall(name: str, *args: object) -> int:
@@ -90,29 +96,78 @@ def _attach(fd: int, path: str) -> None:
 class Prepared:
     """Detached mount trees made before any namespace is joined, attached later by enter_root()."""
 
-    target: int
+    target: int  # the container's root, read-only
+    proc: int  # the container's /proc, as it has it
     dirs: tuple[tuple[str, int], ...]  # top-level directories of the toolbox
     links: tuple[tuple[str, str], ...]  # top-level symlinks of the toolbox (lib -> usr/lib)
     devices: tuple[tuple[str, int], ...]
 
     def fds(self) -> list[int]:
-        return [self.target, *(fd for _, fd in self.dirs), *(fd for _, fd in self.devices)]
+        return [self.target, self.proc, *(fd for _, fd in self.dirs), *(fd for _, fd in self.devices)]
 
     def close(self) -> None:
         for fd in self.fds():
             os.close(fd)
 
 
+def load(toolbox: str) -> int:
+    """A read-only tmpfs holding a copy of the toolbox, as a detached mount (its fd): cloned per
+    session, it shows in mountinfo as `tmpfs nsinspect-toolbox`, not as a directory of the node's.
+    The fork server loads it once (a 2 MB busybox toolbox: about 5 ms)."""
+    if toolbox in _loaded:
+        return _loaded[toolbox]
+    fd = _tmpfs({"source": "nsinspect-toolbox", "mode": "0755"}, 0)
+    try:
+        _copy_tree(toolbox, fd)
+        attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, MS_PRIVATE, 0)
+        _syscall("mount_setattr", fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+    except BaseException:
+        os.close(fd)
+        raise
+    _loaded[toolbox] = fd
+    return fd
+
+
+def _copy_tree(src: str, dest_dirfd: int) -> None:
+    for entry in os.scandir(src):
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), entry.name, dir_fd=dest_dirfd)
+        elif entry.is_dir():
+            os.mkdir(entry.name, 0o755, dir_fd=dest_dirfd)
+            sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dest_dirfd)
+            try:
+                _copy_tree(entry.path, sub)
+            finally:
+                os.close(sub)
+        elif entry.is_file():
+            mode = entry.stat().st_mode & 0o7555  # read and execute bits only: a toolbox is not written
+            with open(entry.path, "rb") as f, \
+                    open(os.open(entry.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode,
+                                 dir_fd=dest_dirfd), "wb") as out:
+                while chunk := f.read(1 << 20):
+                    out.write(chunk)
+
+
+def forget() -> None:
+    """In a child that must not keep the loaded toolboxes (the enterer, before it forks the reaper)."""
+    for fd in _loaded.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _loaded.clear()
+
+
 def prepare(toolbox: str, target_dirfd: int) -> Prepared:
-    """Clone the toolbox, a few devices and the target's root (seen from inside its mount namespace)."""
+    """Clone the toolbox, a few devices, the target's root and its /proc (seen from inside its
+    mount namespace)."""
     opened: list[int] = []
     try:
+        copy = load(toolbox)
         dirs, links = [], []
         for entry in sorted(os.scandir(toolbox), key=lambda e: e.name):
             if entry.is_symlink():
                 links.append((entry.name, os.readlink(entry.path)))
             elif entry.is_dir():
-                fd = _clone(entry.path, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+                fd = _clone(entry.name, 0, dirfd=copy)
                 opened.append(fd)
                 dirs.append((entry.name, fd))
         devices = []
@@ -121,28 +176,45 @@ def prepare(toolbox: str, target_dirfd: int) -> Prepared:
                 fd = _clone(f"/dev/{name}", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
                 opened.append(fd)
                 devices.append((name, fd))
-        target = _clone_target_root(target_dirfd)
-        return Prepared(target, tuple(dirs), tuple(links), tuple(devices))
+        target, proc = _clone_target(target_dirfd)
+        return Prepared(target, proc, tuple(dirs), tuple(links), tuple(devices))
     except BaseException:
         for fd in opened:
             os.close(fd)
         raise
 
 
-def _clone_target_root(target_dirfd: int) -> int:
-    own = os.open("/proc/self/ns/mnt", os.O_RDONLY)
-    theirs = os.open("ns/mnt", os.O_RDONLY, dir_fd=target_dirfd)
-    root = os.open("root", os.O_PATH | os.O_DIRECTORY, dir_fd=target_dirfd)
+def _clone_target(target_dirfd: int) -> tuple[int, int]:
+    """The target's root (read-only) and its /proc (as it is), cloned inside its mount namespace."""
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    theirs = os.open("ns/mnt", os.O_RDONLY | os.O_CLOEXEC, dir_fd=target_dirfd)
+    root = os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=target_dirfd)
+    clones: list[int] = []
     try:
         _check(_libc.setns(theirs, CLONE_NEWNS), "setns into the target's mount namespace")
         try:
-            return _clone("", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, dirfd=root,
-                          flags=AT_EMPTY_PATH)
+            clones.append(_clone("", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, dirfd=root,
+                                 flags=AT_EMPTY_PATH))
+            clones.append(_clone("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, dirfd=root,
+                                 flags=AT_SYMLINK_NOFOLLOW))
         finally:
             _check(_libc.setns(own, CLONE_NEWNS), "setns back into our mount namespace")
+        if _fs_type(clones[1]) != PROC_SUPER_MAGIC:
+            raise OSError(errno.ENOENT, "the container has no /proc mounted: tools mode needs it")
+        return clones[0], clones[1]
+    except BaseException:
+        for fd in clones:
+            os.close(fd)
+        raise
     finally:
         for fd in (own, theirs, root):
             os.close(fd)
+
+
+def _fs_type(fd: int) -> int:
+    buf = ctypes.create_string_buffer(128)  # struct statfs: f_type is its first field
+    _check(_libc.fstatfs(fd, buf), "fstatfs")
+    return int(struct.unpack_from("l", buf)[0])
 
 
 def _tmpfs(options: dict[str, str], attrs: int) -> int:
@@ -157,11 +229,11 @@ def _tmpfs(options: dict[str, str], attrs: int) -> int:
 
 
 def enter_root(prepared: Prepared) -> None:
-    """Make the tools root and pivot into it. Call in a process already inside the target's pid
-    namespace (the /proc mounted here shows the namespace of the caller)."""
+    """Make the tools root and pivot into it (a mount namespace of our own: nothing propagates back)."""
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates back to the node
-    root = _tmpfs({"mode": "0755", "size": ROOT_SIZE}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    root = _tmpfs({"source": "nsinspect-tools", "mode": "0755", "size": ROOT_SIZE},
+                  MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
     try:
         os.fchdir(root)
         for name in ("proc", "dev", TARGET, "tmp", *(n for n, _ in prepared.dirs)):
@@ -176,18 +248,11 @@ def enter_root(prepared: Prepared) -> None:
         _attach(root, "/")
     finally:
         os.close(root)
-    _mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for name in PROC_READONLY:
-        if os.path.exists(f"proc/{name}"):
-            _mount(f"proc/{name}", f"proc/{name}", None, MS_BIND | MS_REC)
-            _mount(None, f"proc/{name}", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
+    _attach(prepared.proc, "proc")
+    _mount("nsinspect-dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
     for name, fd in prepared.devices:
         os.close(os.open(f"dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
         _attach(fd, f"dev/{name}")
-    for name in PROC_MASKED:
-        if os.path.isfile(f"proc/{name}") and os.path.exists("dev/null"):
-            _mount("dev/null", f"proc/{name}", None, MS_BIND)
     for link, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                        ("stderr", "/proc/self/fd/2")):
         os.symlink(dest, f"dev/{link}")

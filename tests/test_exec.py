@@ -46,20 +46,12 @@ class Agent:
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.ExecStub(self.channel)
 
-    @property
-    def cgroup(self) -> Path:
-        own = next(line[3:] for line in Path(f"/proc/{self.proc.pid}/cgroup").read_text().splitlines()
-                   if line.startswith("0::"))
-        mount = Path("/sys/fs/cgroup") if Path("/sys/fs/cgroup/cgroup.controllers").exists() \
-            else Path("/sys/fs/cgroup/unified")
-        return mount / own.lstrip("/") / f"nsinspect-exec.{self.proc.pid}"
-
     def session_processes(self) -> list[psutil.Process]:
-        """Everything in the sessions' cgroup but the idle helper (the fork server and its spare)."""
+        """Every process below the agent but the idle helper (the fork server and its spares): the
+        sessions' enterers, reapers and commands (they live in their containers' cgroups)."""
         found = []
-        for pid in (int(p) for p in (self.cgroup / "cgroup.procs").read_text().split()):
+        for proc in self.proc.children(recursive=True):
             try:
-                proc = psutil.Process(pid)
                 idle = "nsinspect.agent.enter" in " ".join(proc.cmdline()) and \
                     proc.name() not in ("nsinspect-enter", "nsinspect-exec")
             except psutil.NoSuchProcess:
@@ -348,6 +340,7 @@ def test_disconnect_kills_the_whole_tree(agent: Agent, mine: LabPod) -> None:
         return [" ".join(p.cmdline()) for p in in_pid_ns(init) if p.name() == "sleep" and p.pid != init]
 
     assert eventually(lambda: len(sleeps()) == 4), sleeps()
+    assert len(agent.session_processes()) >= 6  # enterer, reaper, sh and the sleeps still below it: seen
     live.cancel()
     assert eventually(lambda: [p.pid for p in in_pid_ns(init)] == [init]), \
         [(p.pid, p.name(), p.status()) for p in in_pid_ns(init)]  # no process, and no zombie, left
