@@ -400,7 +400,10 @@ def _prepare_and_join(s: Entry) -> None:
     s.creds = Creds.read(target, joins_user)
     s.env = read_environ(target, plan)
     if plan.confine != "none":
-        _confine(s, target)
+        try:
+            _confine(s, target)
+        except confine.TracerStuck as err:  # we exit now, which lets the container's process go on
+            raise EnterError("UNAVAILABLE", f"{err.strerror}: try again") from None
     root = cwd = -1
     try:
         if plan.tools:
@@ -685,6 +688,7 @@ def serve(fd: int, cgroup: str = "") -> int:
     spare up) competes for the CPU with the session that is starting."""
     if cgroup:
         join_cgroup(cgroup)
+    confine.cgroup_mounts()  # once, for every enterer
     gc.freeze()  # what is here now stays untouched by collections in the children: fewer copied pages
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1464,22 +1464,120 @@ class LinuxContainerSecurityContext(_message.Message):
 Global___LinuxContainerSecurityContext: _TypeAlias = LinuxContainerSecurityContext  # noqa: Y015
 
 @_typing.final
-class LinuxContainerConfig(_message.Message):
-    """Linux container config (resources=1 omitted)."""
+class LinuxContainerResources(_message.Message):
+    """Resource limits of a container (the lab sets memory and oom_score_adj through them)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class UnifiedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CPU_PERIOD_FIELD_NUMBER: _builtins.int
+    CPU_QUOTA_FIELD_NUMBER: _builtins.int
+    CPU_SHARES_FIELD_NUMBER: _builtins.int
+    MEMORY_LIMIT_IN_BYTES_FIELD_NUMBER: _builtins.int
+    OOM_SCORE_ADJ_FIELD_NUMBER: _builtins.int
+    CPUSET_CPUS_FIELD_NUMBER: _builtins.int
+    CPUSET_MEMS_FIELD_NUMBER: _builtins.int
+    HUGEPAGE_LIMITS_FIELD_NUMBER: _builtins.int
+    UNIFIED_FIELD_NUMBER: _builtins.int
+    MEMORY_SWAP_LIMIT_IN_BYTES_FIELD_NUMBER: _builtins.int
+    cpu_period: _builtins.int
+    cpu_quota: _builtins.int
+    cpu_shares: _builtins.int
+    memory_limit_in_bytes: _builtins.int
+    oom_score_adj: _builtins.int
+    cpuset_cpus: _builtins.str
+    cpuset_mems: _builtins.str
+    memory_swap_limit_in_bytes: _builtins.int
+    @_builtins.property
+    def hugepage_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___HugepageLimit]: ...
+    @_builtins.property
+    def unified(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        cpu_period: _builtins.int = ...,
+        cpu_quota: _builtins.int = ...,
+        cpu_shares: _builtins.int = ...,
+        memory_limit_in_bytes: _builtins.int = ...,
+        oom_score_adj: _builtins.int = ...,
+        cpuset_cpus: _builtins.str = ...,
+        cpuset_mems: _builtins.str = ...,
+        hugepage_limits: _abc.Iterable[Global___HugepageLimit] | None = ...,
+        unified: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        memory_swap_limit_in_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_period", b"cpu_period", "cpu_quota", b"cpu_quota", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "hugepage_limits", b"hugepage_limits", "memory_limit_in_bytes", b"memory_limit_in_bytes", "memory_swap_limit_in_bytes", b"memory_swap_limit_in_bytes", "oom_score_adj", b"oom_score_adj", "unified", b"unified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinuxContainerResources: _TypeAlias = LinuxContainerResources  # noqa: Y015
+
+@_typing.final
+class HugepageLimit(_message.Message):
+    """The limit of one huge page size (hugetlb.<page_size>.limit_in_bytes)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.str
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HugepageLimit: _TypeAlias = HugepageLimit  # noqa: Y015
+
+@_typing.final
+class LinuxContainerConfig(_message.Message):
+    """Linux container config."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCES_FIELD_NUMBER: _builtins.int
     SECURITY_CONTEXT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resources(self) -> Global___LinuxContainerResources: ...
     @_builtins.property
     def security_context(self) -> Global___LinuxContainerSecurityContext: ...
     def __init__(
         self,
         *,
+        resources: Global___LinuxContainerResources | None = ...,
         security_context: Global___LinuxContainerSecurityContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["security_context", b"security_context"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources", "security_context", b"security_context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["security_context", b"security_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources", "security_context", b"security_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

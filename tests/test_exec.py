@@ -244,6 +244,55 @@ def test_tools_mode_runs_busybox_against_a_distroless_container(agent: Agent, di
     assert "/" in points and "/target" in points and not any(p.startswith(("/run", "/var", "/sys")) for p in points)
 
 
+def test_tools_mode_mountinfo_names_no_path_of_the_nodes(agent: Agent, distroless: LabPod, lab: Lab,
+                                                         toolbox_dir: Path) -> None:
+    """Every mount's root is one the container's own mountinfo has, a toolbox folder of the tmpfs copy,
+    or a device node: not the toolbox's folder on the node, nor the agent's."""
+    ours = run(agent.stub, start(distroless.name, "cat", "/proc/self/mountinfo", tools=True)).stdout.decode()
+    theirs = Path(f"/proc/{distroless['app'].pid}/mountinfo").read_text()
+    allowed = {line.split()[3] for line in theirs.splitlines()} | {"/"} | {f"/{d.name}" for d in toolbox_dir.iterdir()}
+    allowed |= {f"/{name}" for name in ("null", "zero", "full", "random", "urandom", "tty")}
+    roots = {line.split()[3] for line in ours.splitlines()}
+    assert roots <= allowed, roots - allowed
+    assert str(toolbox_dir) not in ours and str(Path.cwd()) not in ours
+    assert "tmpfs nsinspect-toolbox" in ours
+
+
+def proc_mounts(mountinfo: str, at: str = "/proc") -> set[tuple[str, str]]:
+    """The mounts at and below `at`, as (path below it, per-mount options)."""
+    return {(fields[4].removeprefix(at), fields[5]) for fields in (line.split() for line in mountinfo.splitlines())
+            if fields[4] == at or fields[4].startswith(at + "/")}
+
+
+def test_tools_mode_proc_is_the_containers_own(agent: Agent, mine: LabPod) -> None:
+    """runc's masked and read-only paths (the kubelet's defaults) hold, because it is the container's
+    /proc, cloned: the same mounts, and the same pid namespace."""
+    script = ("cat /proc/1/cmdline | tr '\\0' ' '; echo; echo 1 > /proc/sys/vm/drop_caches || echo ro; "
+              "cat /proc/self/mountinfo")
+    result = run(agent.stub, start(mine.name, "sh", "-c", script, tools=True))
+    cmdline, ro, mountinfo = result.stdout.decode().split("\n", 2)
+    assert cmdline.strip() == "/bin/sleep 2147483647", result
+    assert ro == "ro" and b"Read-only file system" in result.stderr, result
+    theirs = proc_mounts(Path(f"/proc/{mine['app'].pid}/mountinfo").read_text())
+    ours = proc_mounts(mountinfo)
+    assert len(theirs) > 5 and {path for path, _ in ours} == {path for path, _ in theirs}, (ours, theirs)
+    assert all("nosuid" in opts and "noexec" in opts for _, opts in ours)
+
+
+def test_tools_mode_writes_what_the_container_may_write_through_proc_root(agent: Agent, mine: LabPod,
+                                                                         canonical: dict[str, LabPod]) -> None:
+    """Documented (README, Security): /target is read-only, but /proc/PID/root is the container's root,
+    writable as the container's user can write it, as from an ephemeral container with --target."""
+    name = f"tools-wrote-{UNIQUE}"
+    result = run(agent.stub, start(mine.name, "sh", "-c", f"touch /target/tmp/{name} 2>&1; "
+                                   f"touch /proc/1/root/tmp/{name} && echo wrote", tools=True))
+    assert b"Read-only file system" in result.stdout and result.stdout.endswith(b"wrote\n"), result
+    assert Path(f"/proc/{mine['app'].pid}/root/tmp/{name}").exists()
+    nonroot = canonical["nonroot"]
+    denied = run(agent.stub, start(nonroot.name, "sh", "-c", "touch /proc/1/root/etc/passwd", tools=True))
+    assert denied.exit is not None and denied.exit.code != 0  # uid 1000 may not, there as anywhere
+
+
 def test_tools_mode_needs_a_toolbox_and_keeps_its_own_mount_namespace(agent: Agent) -> None:
     with pytest.raises(grpc.RpcError) as err:
         run(agent.stub, start("plain", "ls", tools=True, namespaces=["mnt", "net"]))

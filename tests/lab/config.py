@@ -32,6 +32,11 @@ class LabConfig:
         return LAB_RUN / self.name
 
     @property
+    def cache(self) -> Path:
+        """Things the tests build once and keep across `down` (e.g. compiled attack programs)."""
+        return self.root / "cache"
+
+    @property
     def state(self) -> Path:
         return self.run / "state"
 

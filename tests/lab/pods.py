@@ -1,7 +1,8 @@
 """Pods and containers on a lab containerd, created through CRI the way the kubelet creates them.
 
-`Lab` is the API tests use: any namespace options, uid and command; pods made with `lab.pod()`
-are removed on exit even when the test fails. The canonical pods of `hack/lab pods` live here too.
+`Lab` is the API tests use: any namespace options, uid and command, a seccomp profile, memory and
+OOM settings per container and a pids limit per pod; pods made with `lab.pod()` are removed on exit
+even when the test fails. The canonical pods of `hack/lab pods` live here too.
 """
 
 from __future__ import annotations
@@ -11,15 +12,24 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 from nsinspect.agent.cri import CriClient
 from nsinspect.proto import cri_pb2 as cri
+from tests.lab import cgroups
 from tests.lab.config import LabConfig
 from tests.lab.images import TOOLS
 
 SLEEP = ("/bin/sleep", "2147483647")
 MODES = {"POD": cri.POD, "CONTAINER": cri.CONTAINER, "NODE": cri.NODE, "TARGET": cri.TARGET}
+# "": no profile at all, which containerd 1.6 runs unconfined (the lab's default, as before).
+# As the kubelet sends them (pkg/securitycontext, procMount Default).
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                "/sys/devices/virtual/powercap")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+SECCOMP = {"RuntimeDefault": cri.SecurityProfile.RuntimeDefault, "Unconfined": cri.SecurityProfile.Unconfined}
 
 
 class LabError(Exception):
@@ -40,6 +50,9 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = ()
     privileged: bool = False
     stdin: bool = False  # keep stdin open (a shell then waits for input instead of exiting)
+    seccomp: str = ""  # "", "RuntimeDefault" or "Unconfined"
+    memory_limit: int = 0  # bytes (LinuxContainerResources.memory_limit_in_bytes); 0: none
+    oom_score_adj: int | None = None  # None: not sent (the container inherits the shim's score)
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class PodSpec:
     network: str = "POD"  # POD or NODE (hostNetwork)
     pid: str = "CONTAINER"  # CONTAINER, POD (shareProcessNamespace) or NODE (hostPID)
     ipc: str = "POD"  # POD or NODE (hostIPC)
+    pids_limit: int | None = None  # the pod cgroup's pids.max, written by the lab as the kubelet does
 
     @property
     def pod_uid(self) -> str:
@@ -105,10 +119,16 @@ def _sandbox_config(cfg: LabConfig, spec: PodSpec) -> cri.PodSandboxConfig:
         labels=labels,
         annotations={"nsinspect.lab/instance": cfg.name},
         linux=cri.LinuxPodSandboxConfig(
-            cgroup_parent=f"{cfg.cgroup_root}/besteffort/pod{uid}",
+            cgroup_parent=cgroups.pod_parent(cfg, uid),
             security_context=cri.LinuxSandboxSecurityContext(namespace_options=ns),
         ),
     )
+
+
+def _resources(cspec: ContainerSpec) -> cri.LinuxContainerResources | None:
+    if not cspec.memory_limit and cspec.oom_score_adj is None:
+        return None
+    return cri.LinuxContainerResources(memory_limit_in_bytes=cspec.memory_limit, oom_score_adj=cspec.oom_score_adj or 0)
 
 
 class Lab:
@@ -129,10 +149,17 @@ class Lab:
 
     # -- creation -------------------------------------------------------------------------
     def create_pod(self, spec: PodSpec) -> LabPod:
-        """Run the sandbox, then create and start each container in order (targets first)."""
+        """Run the sandbox, then create and start each container in order (targets first). A pids limit
+        is written to the pod's cgroup, made here before the sandbox as the kubelet makes it."""
         config = _sandbox_config(self.cfg, spec)
-        sandbox_id = self.cri.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config),
-                                                    timeout=self.cri.timeout).pod_sandbox_id
+        if spec.pids_limit is not None:
+            cgroups.make_pids_limited(config.linux.cgroup_parent, spec.pids_limit)
+        try:
+            sandbox_id = self.cri.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config),
+                                                        timeout=self.cri.timeout).pod_sandbox_id
+        except BaseException:
+            self._remove_pod_cgroups(spec)
+            raise
         pod = LabPod(spec, sandbox_id, self._sandbox_pid(sandbox_id))
         try:
             for cspec in spec.containers:
@@ -156,6 +183,13 @@ class Lab:
         ns = cri.NamespaceOption(network=MODES[spec.network], pid=MODES[pid_mode], ipc=MODES[spec.ipc],
                                  target_id=target_id)
         sec = cri.LinuxContainerSecurityContext(namespace_options=ns, privileged=cspec.privileged)
+        if not cspec.privileged:  # the kubelet's DefaultProcMount: the runtime masks nothing by itself
+            sec.masked_paths.extend(MASKED_PATHS)
+            sec.readonly_paths.extend(READONLY_PATHS)
+        if cspec.seccomp:
+            if cspec.seccomp not in SECCOMP:
+                raise LabError(f"unknown seccomp profile {cspec.seccomp!r} (use {', '.join(SECCOMP)})")
+            sec.seccomp.profile_type = SECCOMP[cspec.seccomp]
         if cspec.uid is not None:
             sec.run_as_user.value = cspec.uid
         if cspec.gid is not None:
@@ -169,7 +203,7 @@ class Lab:
             envs=[cri.KeyValue(key=k, value=v) for k, v in cspec.env],
             labels=labels,
             stdin=cspec.stdin,
-            linux=cri.LinuxContainerConfig(security_context=sec),
+            linux=cri.LinuxContainerConfig(security_context=sec, resources=_resources(cspec)),
         )
         req = cri.CreateContainerRequest(pod_sandbox_id=pod.sandbox_id, config=config,
                                          sandbox_config=_sandbox_config(self.cfg, spec))
@@ -186,10 +220,19 @@ class Lab:
 
     # -- removal --------------------------------------------------------------------------
     def remove_pod(self, pod: LabPod | str) -> None:
+        """Stop and remove the sandbox; a pod with a pids limit (whose cgroup the lab made) also loses its pod
+        cgroup on every hierarchy."""
         sandbox_id = pod.sandbox_id if isinstance(pod, LabPod) else pod
         self.cri.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=self.cri.timeout)
         self.cri.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id),
                                           timeout=self.cri.timeout)
+        if isinstance(pod, LabPod):
+            self._remove_pod_cgroups(pod.spec)
+
+    def _remove_pod_cgroups(self, spec: PodSpec) -> None:
+        if spec.pids_limit is not None:
+            for top in cgroups.everywhere(cgroups.pod_parent(self.cfg, spec.pod_uid)):
+                cgroups.remove_tree(top, patience=5.0)
 
     def stop_container(self, container_id: str, timeout: int = 0) -> None:
         self.cri.runtime.StopContainer(cri.StopContainerRequest(container_id=container_id, timeout=timeout),
@@ -211,6 +254,17 @@ class Lab:
             self.remove_pod(created)
 
     # -- reading --------------------------------------------------------------------------
+    def pod_cgroup(self, pod: LabPod, controller: str = "pids") -> Path:
+        """The pod's cgroup directory on the hierarchy with `controller` (the kubelet's pod cgroup)."""
+        return cgroups.directory(controller, cgroups.pod_parent(self.cfg, pod.uid))
+
+    def container_cgroup(self, pod: LabPod, container: str, controller: str) -> Path:
+        return self.pod_cgroup(pod, controller) / pod[container].id
+
+    def pod_processes(self, pod: LabPod) -> set[int]:
+        """Every process in the pod's cgroup tree (sandbox and containers), read from the node."""
+        return cgroups.processes(self.pod_cgroup(pod))
+
     def exec(self, container_id: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
         return self.cri.runtime.ExecSync(cri.ExecSyncRequest(container_id=container_id, cmd=list(cmd),
                                                              timeout=timeout), timeout=timeout + 5)

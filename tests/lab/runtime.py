@@ -12,16 +12,15 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
-from tests.lab import images
+from tests.lab import cgroups, images
 from tests.lab.config import LabConfig
 
 DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "busybox-static", "util-linux", "iproute2")
-CGROUP_MOUNT = Path("/sys/fs/cgroup")
 MNT_DETACH = 2
 
 Say = Callable[[str], None]
@@ -31,17 +30,18 @@ def _quiet(_: str) -> None:
     pass
 
 
-def missing_packages() -> list[str]:
+def missing_packages(packages: tuple[str, ...] = DEBIAN_PACKAGES) -> list[str]:
     out = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *DEBIAN_PACKAGES],
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *packages],
         capture_output=True, text=True,
     ).stdout
     installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
-    return [p for p in DEBIAN_PACKAGES if p not in installed]
+    return [p for p in packages if p not in installed]
 
 
-def install_packages(say: Say = _quiet) -> None:
-    missing = missing_packages()
+def install_packages(say: Say = _quiet, packages: tuple[str, ...] = DEBIAN_PACKAGES) -> None:
+    """apt-get install whichever of `packages` (Debian names) is missing; the lab's own by default."""
+    missing = missing_packages(packages)
     if not missing:
         return
     say(f"installing Debian packages: {' '.join(missing)}")
@@ -140,45 +140,18 @@ def _shims(cfg: LabConfig) -> list[psutil.Process]:
     return found
 
 
-def _cgroup_dirs(cfg: LabConfig) -> Iterator[Path]:
-    """The lab's cgroup subtree in every mounted hierarchy (v1 controllers and the v2 one)."""
-    rel = cfg.cgroup_root.lstrip("/")
-    for hierarchy in sorted(CGROUP_MOUNT.iterdir()) if CGROUP_MOUNT.is_dir() else []:
-        top = hierarchy / rel
-        if (hierarchy / "cgroup.procs").exists() and top.is_dir():
-            yield top
-    if (CGROUP_MOUNT / "cgroup.procs").exists() and (CGROUP_MOUNT / rel).is_dir():  # pure v2 host
-        yield CGROUP_MOUNT / rel
-
-
 def _kill_cgroup_members(cfg: LabConfig) -> int:
     killed = 0
-    for top in _cgroup_dirs(cfg):
-        for procs in top.rglob("cgroup.procs"):
-            for pid in procs.read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed += 1
+    for top in cgroups.everywhere(cfg.cgroup_root):
+        for pid in cgroups.processes(top):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
     return killed
 
 
 def _remove_cgroups(cfg: LabConfig) -> int:
-    removed = 0
-    for top in _cgroup_dirs(cfg):
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            for _ in range(50):  # a killed process leaves its cgroup a moment later
-                try:
-                    d.rmdir()
-                    removed += 1
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
-        with contextlib.suppress(OSError):
-            top.rmdir()
-            removed += 1
-    return removed
+    return sum(cgroups.remove_tree(top) for top in cgroups.everywhere(cfg.cgroup_root))
 
 
 def _lab_mounts(cfg: LabConfig) -> list[str]:
