@@ -97,15 +97,16 @@ def read(target: Readable) -> Confinement:
     for res in sorted({getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}):
         try:
             soft, hard = resource.prlimit(target.pid, res)
-        except (OSError, ValueError):
-            continue
+        except (OSError, ValueError) as err:
+            missing.append(f"rlimits: cannot read the container's ({err})")
+            break
         rlimits.append((res, soft, hard))
     label = _label(target, missing)
     flt, flags = b"", 0
     mode = status.get("Seccomp", "0").strip()
     if mode == "2":
         try:
-            flt, flags = read_filter(target.pid, int(status.get("Seccomp_filters", "1")))
+            flt, flags = read_filter(target.pid)
         except TracerStuck:
             raise
         except OSError as err:
@@ -183,7 +184,7 @@ class TracerStuck(OSError):
     that exits detaches its tracee) rather than go on."""
 
 
-def read_filter(pid: int, filters: int) -> tuple[bytes, int]:
+def read_filter(pid: int) -> tuple[bytes, int]:
     """The first filter of `pid`'s chain and its flags: seized, interrupted, read, detached (about
     0.15 ms; a child doing it would cost 5 ms of fork)."""
     _ptrace(PTRACE_SEIZE, pid)
@@ -203,7 +204,7 @@ def read_filter(pid: int, filters: int) -> tuple[bytes, int]:
                 deliver = os.WSTOPSIG(status)  # a signal arrived first: it is passed on when we detach
             break
     try:
-        index = max(filters, 1) - 1  # index 0 is the newest: the runtime's is the oldest
+        index = 0  # the oldest (kernel/seccomp.c get_nth_filter): the runtime's, before what the container added
         count = _ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index)
         program = ctypes.create_string_buffer(count * SOCK_FILTER_SIZE)
         _ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, program)
@@ -257,8 +258,8 @@ def apply_process(c: Confinement) -> list[str]:
     failed = join_cgroups(c.cgroups)
     if c.oom_score_adj is not None:
         try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(c.oom_score_adj))
+            with open("/proc/self/oom_score_adj", "wb", buffering=0) as f:
+                f.write(str(c.oom_score_adj).encode())
         except OSError as err:
             failed.append(f"oom_score_adj: {err.strerror}")
     if c.label is not None:

@@ -69,7 +69,7 @@ class Creds:
             uids = [_or_overflow(_inside(u, umap)) for u in uids]
             gids = [_or_overflow(_inside(g, gmap)) for g in gids]
             groups = [g for g in (_inside(g, gmap) for g in groups) if g is not None]
-        with open("/proc/sys/kernel/cap_last_cap") as f:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
             last_cap = int(f.read())
 
         def cap(name: str) -> int:

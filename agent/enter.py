@@ -55,14 +55,16 @@ import array
 import contextlib
 import errno
 import gc
+import importlib.machinery
 import json
+import linecache
 import os
 import select
 import signal
 import socket
 import sys
 import time
-import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -354,13 +356,18 @@ def enterer(msg: dict[str, Any], received: list[int]) -> int:
     except OSError as err:
         s.report("error", code="INTERNAL", message=f"entering the container failed: {err}")
         return 1
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as err:  # EAGAIN: the pod's pids limit, say
+        s.report("error", code="RESOURCE_EXHAUSTED", message=f"cannot start the session in the container: fork: "
+                 f"{err.strerror} (the pod's pids limit?)")
+        return 1
     if pid == 0:
         code = 1
         try:
             code = reaper(s)
-        except BaseException:  # a child must never return into the fork server
-            traceback.print_exc()
+        except BaseException as err:  # a child must never return into the fork server
+            _internal_error(err)
         finally:
             os._exit(code)
     confinement = s.confinement
@@ -464,7 +471,7 @@ def _become_target(s: Entry) -> None:
         if c is not None:
             confine.apply_rlimits(c)
         nnp = s.creds is not None and s.creds.no_new_privs
-        if c is not None and c.seccomp and not nnp and "seccomp" not in s.missing:
+        if c is not None and c.seccomp and not nnp:
             _load_filter(s, c)
         if not s.plan.privileged and s.creds is not None:
             s.creds.apply(s.plan.user, s.plan.group)
@@ -623,6 +630,32 @@ def _reap_loop(s: Entry, cmd: int, wake_r: int) -> int:
 
 
 # -- the two ways the agent runs this helper ----------------------------------------------------------
+def _internal_error(err: BaseException) -> None:
+    """A bug's last word, without a traceback: printing one reads our source files by path, and after
+    the chroot those paths are in the container's root, where the pod may have planted a file whose
+    `coding:` line names a codec module of its own (code of the pod's, run in the node's pid
+    namespace). The message alone touches no file."""
+    with contextlib.suppress(Exception):
+        os.write(2, f"nsinspect-enter: internal error: {type(err).__name__}: {err}\n".encode(errors="replace"))
+
+
+def _seal() -> None:
+    """From here on this process (and every enterer it forks) imports nothing and reads no file of
+    its own accord: only what is already loaded runs. An enterer runs Python after joining the
+    container's mount namespace, where every path names a file of the pod's; an import (a lazy one
+    in the standard library, a codec looked up by name) or a warning's source line would read it."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path
+                        if finder in (importlib.machinery.BuiltinImporter, importlib.machinery.FrozenImporter)]
+    sys.path_hooks.clear()
+    sys.path_importer_cache.clear()
+    sys.path[:] = []
+    warnings.simplefilter("ignore")
+    linecache.clearcache()
+    linecache.getlines = lambda *_args, **_kwargs: []
+    linecache.updatecache = lambda *_args, **_kwargs: []
+
+
+
 @dataclass
 class _Spare:
     """An enterer forked ahead of time, waiting for its request: the fork is off the client's path."""
@@ -642,8 +675,8 @@ class _Spare:
                 msg, fds = recv_msg(theirs)
                 theirs.close()
                 code = 0 if msg is None else enterer(msg, fds)
-            except BaseException:  # never return into the fork server
-                traceback.print_exc()
+            except BaseException as err:  # never return into the fork server
+                _internal_error(err)
             finally:
                 os._exit(code)
         theirs.close()
@@ -689,6 +722,8 @@ def serve(fd: int, cgroup: str = "") -> int:
     if cgroup:
         join_cgroup(cgroup)
     confine.cgroup_mounts()  # once, for every enterer
+    _warm_up()  # whatever it loads lazily, loaded now
+    _seal()
     gc.freeze()  # what is here now stays untouched by collections in the children: fewer copied pages
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -750,8 +785,8 @@ def _start_enterer(spare: _Spare | None, data: bytes, fds: list[int], inherited:
         try:
             _forked(*inherited)
             code = enterer(json.loads(data), fds)
-        except BaseException:  # never return into the fork server
-            traceback.print_exc()
+        except BaseException as err:  # never return into the fork server
+            _internal_error(err)
         finally:
             os._exit(code)
 
@@ -770,6 +805,9 @@ def once(fd: int, cgroup: str = "") -> int:
     """A freshly spawned helper for one session: it is the enterer itself."""
     if cgroup:
         join_cgroup(cgroup)
+    confine.cgroup_mounts()
+    _warm_up()
+    _seal()
     sock = socket.socket(fileno=fd)
     msg, fds = recv_msg(sock)
     sock.close()

@@ -19,9 +19,11 @@ that died and kills what is in them.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import select
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nsinspect.agent import confinecheck
-from nsinspect.agent.enter import CGROUP_ENV, FD_NAMES, TOOLBOX_ENV, Plan, recv_msg, send_msg
+from nsinspect.agent.enter import CGROUP_ENV, FD_NAMES, MSG_MAX, TOOLBOX_ENV, Plan, send_msg
 from nsinspect.agent.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,16 @@ CHUNK = 1 << 20  # the most one output message carries
 BATCH = 256 * 1024  # in a bulk stream, what a message waits for (see Session.read_output)
 PIPE_SIZE = 1 << 20
 KILL_PASSES = 1000
+ANCILLARY = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(16 * 4)  # a struct ucred, and room for stray fds
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 
 
 # -- the helper ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Launched:
-    pid: int  # the enterer, when known at once (else it reports itself)
+    pid: int  # the enterer, when known at once (else it reports itself, and is checked to be a child of:)
     process: subprocess.Popen[bytes] | None = None  # when spawned: ours to reap
+    parent: int = 0  # the fork server
 
 
 class Launcher(Protocol):
@@ -113,7 +117,8 @@ class ForkServer:
                 self._start()
                 assert self._sock is not None
                 send_msg(self._sock, msg, fds)
-            return Launched(0)  # the enterer says who it is on the status socket
+            assert self._proc is not None
+            return Launched(0, parent=self._proc.pid)  # the enterer says who it is on the status socket
 
     def close(self) -> None:
         with self._lock:
@@ -263,6 +268,7 @@ class Session:
         self.id = sid
         self.plan = plan
         self.enterer = 0
+        self._helper = 0  # the fork server, whose child the enterer must be
         self.reaper = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.namespaces: list[str] = []
@@ -283,6 +289,7 @@ class Session:
         self._stdin = -1
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # each message says who sent it
         self.status = ours
         self._child["status"] = theirs.detach()
         try:
@@ -322,7 +329,7 @@ class Session:
         return {"plan": self.plan.to_json(), "fds": names}, [self._child[n] for n in names]
 
     def launched(self, how: Launched) -> None:
-        self.enterer, self.process = how.pid, how.process
+        self.enterer, self.process, self._helper = how.pid, how.process, how.parent
         self._close_child_ends()
 
     def _close_child_ends(self) -> None:
@@ -337,11 +344,27 @@ class Session:
             while not self.helper_gone and not self._closed and self._drain_status():
                 pass
 
-    def _event(self, msg: dict[str, Any]) -> None:
+    def _from_session(self, sender: int, msg: dict[str, Any]) -> bool:
+        """Whether a status message comes from this session's enterer or reaper, by the sender's pid
+        as the kernel gives it (SCM_CREDENTIALS): the reaper's end of the socket is within reach of a
+        pod process that can ptrace, and pids taken from a forged message would be what teardown kills."""
+        if msg.get("event") == "entered":
+            if self.entered:
+                return False  # said once, by the enterer, before the reaper could say anything
+            enterer, reaper = int(msg["enterer"]), int(msg["reaper"])
+            known = enterer == self.enterer if self.enterer else _parent(enterer) == self._helper
+            return sender == enterer and known and _parent(reaper) == enterer
+        if self.entered:
+            return sender in (self.enterer, self.reaper)
+        return sender == self.enterer if self.enterer else _parent(sender) == self._helper
+
+    def _event(self, msg: dict[str, Any], sender: int) -> None:
+        if not self._from_session(sender, msg):
+            log.warning("ignored a status message not from the session's helpers",
+                        extra={"session": self.id, "sender": sender, "event": str(msg.get("event"))[:40]})
+            return
         event = msg.get("event")
         if event == "entered":
-            if self.entered:
-                return  # said once, by the enterer, before the reaper could say anything: never again
             self.reaper, self.namespaces, self.entered = int(msg["reaper"]), list(msg["namespaces"]), True
             self.enterer = int(msg["enterer"])
             self.confined, self.unconfined = list(msg.get("confined", [])), list(msg.get("missing", []))
@@ -541,17 +564,27 @@ class Session:
     def _drain_status(self) -> bool:
         """Take one message from the status socket; False when none is waiting or the helper is gone."""
         try:
-            msg, fds = recv_msg(self.status, nowait=True)
+            data, ancillary, _, _ = self.status.recvmsg(MSG_MAX, ANCILLARY,
+                                                        socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
         except BlockingIOError:
             return False
         except OSError:
-            msg, fds = None, []
-        for fd in fds:
-            os.close(fd)
-        if msg is None:
+            data, ancillary = b"", []
+        sender = 0
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                for fd in array.array("i", payload[:len(payload) - len(payload) % 4]):
+                    os.close(fd)  # nobody sends us fds
+            elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
+                sender = struct.unpack_from("=iII", payload)[0]
+        if not data:
             self.helper_gone = True
             return False
-        self._event(msg)
+        try:
+            msg = json.loads(data)
+            self._event(msg if isinstance(msg, dict) else {}, sender)
+        except (ValueError, KeyError, TypeError) as err:  # not ours: a pod process wrote it
+            log.warning("ignored a malformed status message", extra={"session": self.id, "error": str(err)})
         return True
 
     def _close_ours(self) -> None:
