@@ -1,25 +1,44 @@
 """The audit trail: one JSON line per call the agent admits or refuses (`"event": "call"`: caller,
 RPC, target, permissions, decision and reason; see agent/auth.py), and for exec one more when a
-session starts and one when it ends.
+session starts and one when it ends, with everything the command was started with (argv, the
+environment overrides, credentials, paths).
 
 Separate from the agent's log (stderr) so it can be shipped and kept on its own: stdout by
 default, or an append-only file (`--audit-log FILE`). Each line is complete on its own; the end
-line repeats the start's fields, so either can be searched alone. No line ever holds a token.
+line repeats the start's fields, so either can be searched alone. No line ever holds a token:
+environment values whose names look secret are masked (names never), as are passwords in URLs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from nsinspect.agent.errors import NsinspectError
 
 log = logging.getLogger(__name__)
+MASKED = "[masked]"
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASS|_PWD|KEY|CREDENTIAL|AUTH|CERT|PRIVATE|COOKIE", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")  # scheme://user:PASSWORD@host
+
+
+def environment(env: Mapping[str, str]) -> dict[str, str]:
+    """Environment overrides as the audit shows them: every name; the value masked where the name
+    looks secret (API_TOKEN, DB_PASSWORD, AWS_SECRET_ACCESS_KEY, ...), else any password in a URL."""
+    return {name: MASKED if SECRET_NAME.search(name) else URL_PASSWORD.sub(rf"\1{MASKED}@", value)
+            for name, value in sorted(env.items())}
+
+
+def target(pod: Any) -> dict[str, str]:
+    """How audit lines name a pod (a PodRef or PodInfo, of the model or the wire)."""
+    return {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
 
 
 def _now() -> str:
@@ -45,6 +64,9 @@ class AuditRecord:
     group: int | None = None
     workdir: str = ""
     root: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # the overrides, masked (see environment)
+    confined: list[str] = field(default_factory=list)  # the container's confinement the command got
+    unconfined: list[str] = field(default_factory=list)  # what of it could not be reproduced, and why
     start: str = field(default_factory=_now)
     end: str = ""
     status: str = ""  # the gRPC status the RPC ended with

@@ -7,8 +7,9 @@ The agent is root on the node, so it trusts nobody by default, as the kubelet do
 - permission: a SubjectAccessReview on the target for that user, its uid, groups and extra, with
   the verbs of POLICY, the one table of which RPC needs what.
 `AuthInterceptor` authenticates every call but Health/Check (and turns undecodable requests into
-INVALID_ARGUMENT); each handler asks its `Guard` about its target before touching anything. Both
-cache briefly, fail closed when the API server cannot answer, and write one audit line per call.
+INVALID_ARGUMENT), and refuses pending streams beyond their limits (agent/admission.py); each handler
+asks its `Guard` about its target before touching anything. Both cache briefly, fail closed when
+the API server cannot answer, and write one audit line per call.
 Tokens are never logged, never cached as such (an HMAC of each under a per-process key), and
 scrubbed from any message the API server returns.
 """
@@ -32,8 +33,10 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
 
+from nsinspect.agent.admission import Limits, Pending
 from nsinspect.agent.audit import AuditLog
-from nsinspect.agent.errors import InvalidArgument, NsinspectError, PermissionDenied, Unauthenticated
+from nsinspect.agent.audit import target as audit_target
+from nsinspect.agent.errors import InvalidArgument, NsinspectError, PermissionDenied, ResourceExhausted, Unauthenticated
 from nsinspect.agent.handlers import Behavior, rewrap
 from nsinspect.agent.metrics import Metrics
 from nsinspect.agent.model import PodRef
@@ -72,6 +75,7 @@ class Rule:
     needs: tuple[Permission, ...]  # all of them, on the target (a pod, or this node)
     elevated: tuple[Permission, ...] = ()  # also, when the request asks for more than the container's own powers
     local_only: bool = False  # only for root on the node (the unix socket)
+    pending: bool = False  # a stream open without a session: pending (agent/admission.py) from admission to its end
 
 
 # THE policy: which RPC needs which permission. Handlers name their RPC; nothing else decides.
@@ -84,7 +88,7 @@ POLICY: dict[str, Rule] = {
     # `kubectl exec` allows; anything more needs pods/nsenter too (see exec_elevation).
     "Exec": Rule((CREATE_EXEC,), elevated=(CREATE_NSENTER,)),
     # the service schema, for grpcurl on the node; a stream that holds a worker while open
-    "ServerReflectionInfo": Rule((), local_only=True),
+    "ServerReflectionInfo": Rule((), local_only=True, pending=True),
 }
 
 
@@ -387,11 +391,12 @@ class Guard:
     else PermissionDenied / Unauthenticated / AuthUnavailable. Every decision is audited and counted."""
 
     def __init__(self, authenticator: Authenticator, authorizer: Authorizer, audit: AuditLog,
-                 node_name: str = "", metrics: Metrics | None = None) -> None:
+                 node_name: str = "", metrics: Metrics | None = None, *, pending: Pending | None = None) -> None:
         self.authenticator, self.authorizer, self.audit, self.node_name = authenticator, authorizer, audit, node_name
         self.metrics = metrics or Metrics()
+        self.pending = pending if pending is not None else Pending(Limits())
 
-    def _decided(self, entry: dict[str, Any]) -> None:
+    def decided(self, entry: dict[str, Any]) -> None:
         """One decision: its audit line, and nsinspect_authz_decisions_total{rpc,decision}."""
         self.audit.call(entry)
         self.metrics.decision(entry["rpc"], entry["decision"])
@@ -400,7 +405,7 @@ class Guard:
         """`rpc` on pod `ref`; `elevated` says why the request wants the rule's elevated permissions too.
         A ref by UID alone is checked without a name (RBAC then wants the permission on every pod)."""
         where = f"pod {ref.namespace}/{ref.name}" if ref.name else f"pods with uid {ref.uid}"
-        target = Target(ref.namespace, ref.name, where, {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid})
+        target = Target(ref.namespace, ref.name, where, audit_target(ref))
         return self._check(context, rpc, target, elevated)
 
     def node(self, context: grpc.ServicerContext, rpc: str) -> Identity:
@@ -408,6 +413,12 @@ class Guard:
                                                 {"node": self.node_name}))
 
     def _check(self, context: grpc.ServicerContext, rpc: str, target: Target, elevated: str = "") -> Identity:
+        try:
+            return self._decide(context, rpc, target, elevated)
+        finally:
+            self.pending.release(context)  # decided: a stream waits on its caller no more
+
+    def _decide(self, context: grpc.ServicerContext, rpc: str, target: Target, elevated: str) -> Identity:
         rule = POLICY[rpc]
         needs = rule.needs + (rule.elevated if elevated else ())
         entry: dict[str, Any] = {"rpc": rpc, "peer": context.peer(), "target": target.audit,
@@ -421,45 +432,50 @@ class Guard:
             try:
                 decision = self.authorizer.check(who, permission, target.namespace, target.name)
             except NsinspectError as err:
-                self._decided({**entry, "decision": "error", "code": err.code, "reason": str(err)})
+                self.decided({**entry, "decision": "error", "code": err.code, "reason": str(err)})
                 raise
             if not decision.allowed:
                 why = f"{rpc} with {elevated}" if permission in rule.elevated else rpc
                 message = (f'user "{who.user}" may not {permission} on {target.where} (needed for {why})'
                            f"{': ' + decision.reason if decision.reason else ''}")
-                self._decided({**entry, "decision": "deny", "code": "PERMISSION_DENIED", "reason": message})
+                self.decided({**entry, "decision": "deny", "code": "PERMISSION_DENIED", "reason": message})
                 raise PermissionDenied(message)
             reasons.append(decision.reason)
-        self._decided({**entry, "decision": "allow", "code": "OK", "reason": "; ".join(r for r in reasons if r)})
+        self.decided({**entry, "decision": "allow", "code": "OK", "reason": "; ".join(r for r in reasons if r)})
         return who
 
     def admit(self, context: grpc.ServicerContext, method: str, request: Any) -> None:
-        """The interceptor's half: authenticate; allow RPCs that need nothing more; refuse RPCs
-        the policy does not know. Aborts the call on refusal."""
+        """The interceptor's half: authenticate; refuse RPCs the policy does not know, and pending
+        streams beyond their limits; allow RPCs that need nothing more. Aborts the call on refusal.
+        (Exec is pending only while its handler waits for `start`: agent/exec_service.py.)"""
         rpc = method.rsplit("/", 1)[-1]
-        entry: dict[str, Any] = {"rpc": rpc, "peer": context.peer()}
+        entry: dict[str, Any] = {"rpc": rpc, "peer": context.peer(), "caller": None}
         pod = getattr(request, "pod", None)  # unary requests are here already: name the target
         if pod is not None and hasattr(pod, "namespace"):
-            entry["target"] = {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
+            entry["target"] = audit_target(pod)
+
+        def refuse(err: NsinspectError) -> NoReturn:
+            self.decided({**entry, "decision": "deny", "code": err.code, "reason": str(err)})
+            _abort(context, err)
+
         try:
             who = self.authenticator.identify(context)
         except NsinspectError as err:
-            self._decided({**entry, "caller": None, "decision": "deny", "code": err.code, "reason": str(err)})
-            _abort(context, err)
+            refuse(err)
+        entry["caller"] = who.audit()
         rule = POLICY.get(rpc)
         if rule is None:
-            unknown = PermissionDenied(f"the agent has no policy for {method}: refused")
-            self._decided({**entry, "caller": who.audit(), "decision": "deny", "code": unknown.code,
-                           "reason": str(unknown)})
-            _abort(context, unknown)
+            refuse(PermissionDenied(f"the agent has no policy for {method}: refused"))
         if rule.local_only and who.via != "unix":
-            local = PermissionDenied(f"{rpc} is served to root on the node only (the agent's unix socket)")
-            self._decided({**entry, "caller": who.audit(), "decision": "deny", "code": local.code,
-                           "reason": str(local)})
-            _abort(context, local)
+            refuse(PermissionDenied(f"{rpc} is served to root on the node only (the agent's unix socket)"))
+        if rule.pending:
+            try:
+                self.pending.hold(context, who)
+            except ResourceExhausted as err:
+                refuse(err)
         if not rule.needs:
-            self._decided({**entry, "caller": who.audit(), "decision": "allow", "code": "OK",
-                           "reason": "root on the node" if rule.local_only else "needs only authentication"})
+            self.decided({**entry, "decision": "allow", "code": "OK",
+                          "reason": "root on the node" if rule.local_only else "needs only authentication"})
 
 
 def _abort(context: grpc.ServicerContext, err: NsinspectError) -> NoReturn:
@@ -569,7 +585,8 @@ class Security:
     def from_args(cls, args: argparse.Namespace, audit: AuditLog, metrics: Metrics | None = None) -> Security:
         reviewer = reviewer_from(args.kubeconfig, args.api_timeout)
         guard = Guard(Authenticator(reviewer, args.audience, args.authn_cache_ttl),
-                      Authorizer(reviewer, args.authz_cache_ttl), audit, args.node_name, metrics)
+                      Authorizer(reviewer, args.authz_cache_ttl), audit, args.node_name, metrics,
+                      pending=Pending(Limits.from_args(args)))
         return cls(guard, AuthInterceptor(guard), server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca),
                    reviewer.host)
 

@@ -79,12 +79,19 @@ class Confinement:
     seccomp_flags: int = 0
     missing: tuple[str, ...] = field(default_factory=tuple)  # what cannot be reproduced here, and why
 
-    @property
-    def parts(self) -> list[str]:
-        """What is applied, for the audit line and the agent's check of the result."""
+    def applied(self, missing: list[str]) -> list[str]:
+        """The parts the command gets, for the audit line: what the container has, less what is missing."""
         have = (("cgroups", bool(self.cgroups)), ("oom_score_adj", self.oom_score_adj is not None),
                 ("rlimits", bool(self.rlimits)), ("lsm", self.label is not None), ("seccomp", bool(self.seccomp)))
-        return [name for name, has in have if has]
+        return [name for name, has in have if has and name not in skipped(missing)]
+
+
+PARTS = ("cgroups", "oom_score_adj", "rlimits", "lsm", "seccomp")
+
+
+def skipped(missing: list[str]) -> set[str]:
+    """The parts that could not be reproduced, from the messages saying why (each starts with its part)."""
+    return {part for part in PARTS if any(m.startswith(part.rstrip("s")) for m in missing)}
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -93,14 +100,7 @@ def read(target: Readable) -> Confinement:
     status = dict(line.split(":", 1) for line in target.read("status").decode().splitlines() if ":" in line)
     cgroups = _cgroups(target.read("cgroup").decode(), cgroup_mounts(), missing)
     oom = int(target.read("oom_score_adj"))
-    rlimits = []
-    for res in sorted({getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}):
-        try:
-            soft, hard = resource.prlimit(target.pid, res)
-        except (OSError, ValueError) as err:
-            missing.append(f"rlimits: cannot read the container's ({err})")
-            break
-        rlimits.append((res, soft, hard))
+    rlimits = _rlimits(target.read("limits").decode(), missing)
     label = _label(target, missing)
     flt, flags = b"", 0
     mode = status.get("Seccomp", "0").strip()
@@ -114,6 +114,21 @@ def read(target: Readable) -> Confinement:
     elif mode == "1":
         missing.append("seccomp: the container runs in strict mode")
     return Confinement(tuple(cgroups), oom, tuple(rlimits), label, flt, flags, tuple(missing))
+
+
+def _rlimits(text: str, missing: list[str]) -> list[tuple[int, int, int]]:
+    """/proc/PID/limits, one row per resource in the kernel's order (readable by anyone, where
+    prlimit(PID) needs CAP_SYS_RESOURCE for another's ids)."""
+    found = []
+    for res, line in enumerate(text.splitlines()[1:]):
+        cells = line[25:].split()  # the name column is 25 characters wide (fs/proc/base.c)
+        try:
+            soft, hard = (resource.RLIM_INFINITY if v == "unlimited" else int(v) for v in cells[:2])
+        except ValueError:
+            missing.append(f"rlimits: cannot read the container's ({line.strip()!r})")
+            return []
+        found.append((res, soft, hard))
+    return found
 
 
 def cgroup_mounts() -> dict[frozenset[str], tuple[str, str]]:
@@ -271,8 +286,13 @@ def apply_process(c: Confinement) -> list[str]:
     return failed
 
 
-def apply_rlimits(c: Confinement) -> None:
-    """The container's limits: last before the ids, while we may still raise a hard limit."""
+def apply_rlimits(c: Confinement) -> list[str]:
+    """The container's limits: last before the ids, while we may still raise a hard limit (with
+    CAP_SYS_RESOURCE). What failed, with why."""
+    failed = []
     for res, soft, hard in c.rlimits:
-        with contextlib.suppress(OSError, ValueError):
+        try:
             resource.setrlimit(res, (soft, hard))
+        except (OSError, ValueError) as err:
+            failed.append(f"rlimits: resource {res} {soft}/{hard}: {err}")
+    return failed

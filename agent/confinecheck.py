@@ -10,9 +10,6 @@ checked here: it is taken at the command's execve, after the go.
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 CAPS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
 IDS = ("Uid", "Gid", "Groups")
 
@@ -27,31 +24,26 @@ def _read(pid: int, name: str) -> str:
         return f.read()
 
 
-def mismatch(target: int, reaper: int, confined: list[str], same_ids: bool, privileged: bool) -> str:
-    """What differs ("" when nothing does). `confined`: the parts the enterer says it applied;
-    `same_ids`: no --user/--group override, so ids must match too."""
+def mismatch(target: int, reaper: int, skip: set[str], same_ids: bool, privileged: bool) -> str:
+    """What differs ("" when nothing does). `skip`: parts not to check (only ever what the enterer
+    could not reproduce for a caller with nsenter semantics); `same_ids`: no --user/--group
+    override, so ids must match too."""
     if privileged:
         return ""
     try:
         theirs, ours = _status(target), _status(reaper)
         fields = [*CAPS, *(IDS if same_ids else ())]
-        if "seccomp" in confined:
+        if "seccomp" not in skip:
             fields.append("Seccomp")
-            if ours.get("Seccomp_filters") != "1":
-                return f"Seccomp_filters: {ours.get('Seccomp_filters')} (expected the container's one filter)"
+            filters = "1" if theirs.get("Seccomp") == "2" else "0"
+            if ours.get("Seccomp_filters", filters) != filters:
+                return f"Seccomp_filters: {ours.get('Seccomp_filters')} (expected {filters}: the runtime's filter)"
         for name in fields:
             if theirs.get(name) != ours.get(name):
                 return f"{name}: {ours.get(name)} (the container's: {theirs.get(name)})"
-        for name, part in (("cgroup", "cgroups"), ("oom_score_adj", "oom_score_adj")):
-            if part in confined and _read(target, name) != _read(reaper, name):
+        for name, part in (("cgroup", "cgroups"), ("oom_score_adj", "oom_score_adj"), ("limits", "rlimits")):
+            if part not in skip and _read(target, name) != _read(reaper, name):
                 return f"{name} differs from the container's"
     except (OSError, ValueError) as err:
         return f"cannot read the processes' /proc: {err}"
     return ""
-
-
-def alive(pid: int) -> bool:
-    with contextlib.suppress(OSError):
-        os.stat(f"/proc/{pid}")
-        return True
-    return False

@@ -344,7 +344,11 @@ def enterer(msg: dict[str, Any], received: list[int]) -> int:
     agent itself). Everything that needs the node's privileges or the node's files happens here;
     the reaper it forks is as the container's own processes are, and holds nothing of the node."""
     fds = dict(zip(msg["fds"], received, strict=True))
-    s = Entry(Plan.from_json(msg["plan"]), fds, socket.socket(fileno=fds.pop("status")))
+    status = socket.socket(fileno=fds.pop("status"))
+    request, _ = recv_msg(status)  # the plan comes on the session's own socket (see Session.helper_message)
+    if request is None:
+        return 1
+    s = Entry(Plan.from_json(request["plan"]), fds, status)
     _stdio_to_012(s)
     with contextlib.suppress(OSError):
         set_name(b"nsinspect-enter")
@@ -372,7 +376,7 @@ def enterer(msg: dict[str, Any], received: list[int]) -> int:
             os._exit(code)
     confinement = s.confinement
     s.report("entered", enterer=os.getpid(), reaper=pid, namespaces=s.namespaces,
-             confined=confinement.parts if confinement else [], missing=list(s.missing))
+             confined=confinement.applied(s.missing) if confinement else [], missing=list(s.missing))
     _close_session(s)
     while True:
         try:
@@ -468,8 +472,11 @@ def _become_target(s: Entry) -> None:
     them with it. Then non-dumpable again: a change of ids resets that to fs.suid_dumpable."""
     c = s.confinement
     try:
-        if c is not None:
-            confine.apply_rlimits(c)
+        if c is not None and (failed := confine.apply_rlimits(c)):
+            if s.plan.confine != "best":
+                raise EnterError("FAILED_PRECONDITION", "cannot give the command the container's confinement here ("
+                                 + "; ".join(failed) + ")", unconfined=True)
+            s.missing += failed
         nnp = s.creds is not None and s.creds.no_new_privs
         if c is not None and c.seccomp and not nnp:
             _load_filter(s, c)

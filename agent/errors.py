@@ -51,3 +51,9 @@ class Unconfinable(NsinspectError):
     """The container's confinement cannot be reproduced for an exec, and the caller may not go without it."""
 
     code = "FAILED_PRECONDITION"
+
+
+class CallerGone(NsinspectError):
+    """The caller cancelled the call or went away: nobody to answer, and not the agent's failure."""
+
+    code = "CANCELLED"

@@ -23,16 +23,18 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import grpc
 
 from nsinspect.agent import validate
-from nsinspect.agent.audit import AuditRecord
+from nsinspect.agent.admission import GRACE, refused, waiting_on_caller
+from nsinspect.agent.audit import AuditRecord, environment, target
 from nsinspect.agent.auth import Guard, exec_elevation
 from nsinspect.agent.enter import MSG_MAX, Plan
 from nsinspect.agent.errors import (
+    CallerGone,
     InvalidArgument,
     NotFound,
     NotRunning,
@@ -53,13 +55,16 @@ SIGNALS = {pb.SIGNAL_INT: signal.SIGINT, pb.SIGNAL_TERM: signal.SIGTERM, pb.SIGN
 MAX_ARGS_BYTES = 128 * 1024
 MAX_PLAN_TEXT = MSG_MAX - 8192  # argv, env and paths as JSON: the plan is one message to the helper
 DRAIN_AFTER_EXIT = 1.0
-FIRST_MESSAGE_WITHIN = 10.0
+FIRST_MESSAGE_WITHIN = 5.0  # a client sends `start` as it opens the stream; a pending stream holds a worker
 BULK_GAP, LINGER = 0.002, 0.001  # output that follows output this closely waits LINGER to batch up
 RECENT_TTL, RECENT_SIZE = 10.0, 1024  # resolved targets reused (checked by the helper, see _target)
 
-def _first(requests: Iterator[pb.ExecRequest], within: float) -> pb.ExecRequest | None:
+def _first(requests: Iterator[pb.ExecRequest], context: grpc.ServicerContext, within: float,
+           waiting: Callable[[], None]) -> pb.ExecRequest | None:
     """The stream's first message, or InvalidArgument after `within` seconds: a caller that sends
-    nothing must not hold one of the agent's workers. (The reading thread ends with the call.)"""
+    nothing must not hold one of the agent's workers for long, nor many of them (after GRACE, the
+    stream is pending: `waiting()` refuses it beyond the limits). CallerGone when the call was
+    cancelled (its request stream broke). (The reading thread ends with the call.)"""
     box: queue.Queue[pb.ExecRequest | BaseException | None] = queue.Queue(1)
 
     def read() -> None:
@@ -70,12 +75,27 @@ def _first(requests: Iterator[pb.ExecRequest], within: float) -> pb.ExecRequest 
 
     threading.Thread(target=read, name="exec-first", daemon=True).start()
     try:
-        first = box.get(timeout=within)
+        try:
+            first = box.get(timeout=GRACE)
+        except queue.Empty:
+            waiting()
+            first = box.get(timeout=within - GRACE)
     except queue.Empty:
         raise InvalidArgument(f"no `start` message within {within:g} s of opening the Exec stream") from None
+    if isinstance(first, grpc.RpcError) or (first is None and _ended(context)):  # cancelled, not half-closed
+        raise CallerGone("the caller went away before sending `start`") from None
     if isinstance(first, BaseException):
         raise first
     return first
+
+
+def _ended(context: grpc.ServicerContext, within: float = 0.05) -> bool:
+    """Whether the call ends within `within` seconds: a request stream that ends without a message
+    is the client's half-close, or its cancellation a moment before grpc tells the call so."""
+    ended = threading.Event()
+    if not context.add_callback(ended.set):
+        return True
+    return ended.wait(within)
 
 
 class HelperError(NsinspectError):
@@ -143,6 +163,21 @@ def _confinement(start: pb.ExecStart) -> str:
     return "best" if exec_elevation(start) else "strict"
 
 
+def _start(requests: Iterator[pb.ExecRequest], context: grpc.ServicerContext, guard: Guard,
+           config: ExecConfig) -> tuple[pb.ExecStart, PodRef, str, tuple[str, ...]]:
+    """The stream's `start` and what _check_start makes of it. A refusal here is audited, as the
+    guard audits its own decisions: every call gets its one audit line."""
+    first = None
+    try:
+        first = _first(requests, context, FIRST_MESSAGE_WITHIN, lambda: waiting_on_caller(guard, context))
+        if first is None or first.WhichOneof("msg") != "start":
+            raise InvalidArgument("the first message of an Exec stream must be `start`")
+        return (first.start, *_check_start(first.start, config))
+    except Exception as err:
+        refused(guard, context, "Exec", err, first.start.pod if first is not None and first.HasField("start") else None)
+        raise
+
+
 def _pick(pod: PodInfo, name: str) -> ContainerInfo | None:
     if name:
         return pod.container(name)
@@ -167,9 +202,9 @@ class ExecService(pb_grpc.ExecServicer):
         """The service as `nsinspect-agent` flags configure it; cleaned up when the agent exits."""
         if args.toolbox and not os.path.isdir(args.toolbox):
             raise SystemExit(f"nsinspect-agent: --toolbox {args.toolbox}: not a directory")
-        if not 0 < args.max_sessions < args.max_workers:
-            raise SystemExit(f"nsinspect-agent: --max-sessions must be between 1 and --max-workers - 1 "
-                             f"({args.max_workers - 1}): each session holds a worker thread")
+        problem = guard.pending.limits.problem(args.max_workers, args.max_sessions)  # agent/admission.py
+        if problem:
+            raise SystemExit(f"nsinspect-agent: {problem}")
         cgroup = Cgroup.create()
         path = str(cgroup.path) if cgroup is not None else ""
         tools = os.path.abspath(args.toolbox) if args.toolbox else ""
@@ -216,20 +251,16 @@ class ExecService(pb_grpc.ExecServicer):
     @_errors
     def Exec(self, request_iterator: Iterator[pb.ExecRequest],
              context: grpc.ServicerContext) -> Iterator[pb.ExecResponse]:
-        first = _first(request_iterator, FIRST_MESSAGE_WITHIN)
-        if first is None or first.WhichOneof("msg") != "start":
-            raise InvalidArgument("the first message of an Exec stream must be `start`")
-        start = first.start
-        ref, name, namespaces = _check_start(start, self.config)
+        start, ref, name, namespaces = _start(request_iterator, context, self.guard, self.config)
         caller = self.guard.pod(context, "Exec", ref, exec_elevation(start))  # before anything is looked up
         pod, container = self._target(ref, name)
         record = AuditRecord(
-            session=uuid.uuid4().hex[:12], caller=caller.user,
-            pod={"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}, container=container.name,
+            session=uuid.uuid4().hex[:12], caller=caller.user, pod=target(pod), container=container.name,
             namespaces=list(namespaces) or ["all"], argv=list(start.argv), tty=start.tty, stdin=start.stdin,
             tools=start.tools, privileged=start.privileged,
             user=start.user if start.HasField("user") else None,
-            group=start.group if start.HasField("group") else None, workdir=start.workdir, root=start.root)
+            group=start.group if start.HasField("group") else None, workdir=start.workdir, root=start.root,
+            env=environment(start.env))
         self.audit.started(record)
         status = "CANCELLED"
         try:
@@ -254,6 +285,7 @@ class ExecService(pb_grpc.ExecServicer):
                         log.warning("exec session without all of its container's confinement",
                                     extra={"session": session.id, "missing": session.unconfined})
                     record.namespaces = list(session.namespaces)
+                    record.confined, record.unconfined = session.confined, session.unconfined
                     yield pb.ExecResponse(started=pb.ExecStarted(
                         session=session.id, container=container.name, namespaces=session.namespaces,
                         tools=start.tools))

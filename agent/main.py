@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from nsinspect.agent import auth, metrics, procns
+from nsinspect.agent import admission, auth, metrics, procns
 from nsinspect.agent.audit import AuditLog
 from nsinspect.agent.cri import CriClient, find_endpoint
 from nsinspect.agent.cri_resolver import CriResolver
@@ -48,7 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtime-state-dir", action="append", type=Path, metavar="DIR",
                    help="runtime state dir for the /proc fallback (containerd's root of task bundles); repeatable")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME", os.uname().nodename))
-    p.add_argument("--max-workers", type=int, default=16)
+    p.add_argument("--max-workers", type=int, default=16, metavar="N",
+                   help="gRPC worker threads; at least --max-sessions + --max-pending-streams + "
+                        f"{admission.RESERVED_WORKERS}, kept for health checks and short calls (default 16)")
     p.add_argument("--cpu-sample-ms", type=int, default=250, metavar="MS",
                    help="how long ListProcesses samples CPU use when the request does not say (0: lifetime averages)")
     # exec (agent/exec_service.py)
@@ -58,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="concurrent exec sessions; more are refused with RESOURCE_EXHAUSTED (default 8)")
     p.add_argument("--idle-timeout", type=float, default=0.0, metavar="SECONDS",
                    help="end exec sessions without input or output for this long (default 0: never)")
+    admission.add_flags(p)  # streams that hold a worker before they are authorized: agent/admission.py
     p.add_argument("--audit-log", default="-", metavar="FILE",
                    help="audit log, JSON lines: every call admitted or refused, every exec session (default -: stdout)")
     p.add_argument("--exec-helper", choices=("forkserver", "spawn"), default="forkserver",

@@ -2,6 +2,8 @@
 
 Every handler runs behind `_errors`, which turns the agent's exception family into precise
 status codes and anything unexpected into INTERNAL, so one bad request never takes the agent down.
+A caller that went away (cancelled, or its request stream broke) is no failure of the agent: its
+call ends CANCELLED, logged at debug level.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from nsinspect.agent import nodemap, procns, validate, wire
 from nsinspect.agent.auth import Guard
-from nsinspect.agent.errors import NsinspectError
+from nsinspect.agent.errors import CallerGone, NsinspectError
 from nsinspect.agent.inspector import Inspector
 from nsinspect.agent.resolver import Resolver
 from nsinspect.proto import agent_pb2 as pb
@@ -45,6 +47,9 @@ def _abort(context: grpc.ServicerContext, rpc: str, err: Exception) -> NoReturn:
     current = getattr(context, "code", lambda: None)()  # ServicerContext.code(): grpc >= 1.38, untyped
     if current not in (None, grpc.StatusCode.OK):
         raise err  # the handler already aborted with its own status: keep it
+    if isinstance(err, CallerGone) or not context.is_active():  # nobody to answer
+        log.debug("the caller went away", extra={"rpc": rpc, "error": str(err) or type(err).__name__})
+        context.abort(grpc.StatusCode.CANCELLED, "the caller went away")
     if isinstance(err, NsinspectError):
         log.info("request refused", extra={"rpc": rpc, "code": err.code, "error": str(err)})
         context.abort(grpc.StatusCode[err.code], str(err))

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from nsinspect.agent import confinecheck
+from nsinspect.agent import confine, confinecheck
 from nsinspect.agent.enter import CGROUP_ENV, FD_NAMES, MSG_MAX, TOOLBOX_ENV, Plan, send_msg
 from nsinspect.agent.errors import ResourceExhausted
 
@@ -325,8 +325,12 @@ class Session:
             os.set_blocking(r, False)
 
     def helper_message(self) -> tuple[dict[str, Any], list[int]]:
+        """What the fork server relays: the session's fds alone. The plan (argv, environment) goes to
+        the enterer on the session's own socket, so the fork server, whose memory every later
+        session's processes inherit, never holds another session's."""
         names = [n for n in FD_NAMES if n in self._child]
-        return {"plan": self.plan.to_json(), "fds": names}, [self._child[n] for n in names]
+        send_msg(self.status, {"plan": self.plan.to_json()})
+        return {"fds": names}, [self._child[n] for n in names]
 
     def launched(self, how: Launched) -> None:
         self.enterer, self.process, self._helper = how.pid, how.process, how.parent
@@ -356,7 +360,9 @@ class Session:
             return sender == enterer and known and _parent(reaper) == enterer
         if self.entered:
             return sender in (self.enterer, self.reaper)
-        return sender == self.enterer if self.enterer else _parent(sender) == self._helper
+        # Before "entered" only the enterer can have written; an error names no pid, and its sender
+        # may have exited (and so have no parent to check) by the time we read it.
+        return msg.get("event") == "error"
 
     def _event(self, msg: dict[str, Any], sender: int) -> None:
         if not self._from_session(sender, msg):
@@ -397,7 +403,8 @@ class Session:
         """The reaper waits for this: its confinement checked from the node's side first."""
         self._go_sent = True
         plan = self.plan
-        why = confinecheck.mismatch(plan.pid, self.reaper, self.confined, plan.user is None and plan.group is None,
+        skip = confine.skipped(self.unconfined) if plan.confine == "best" else set()  # strict: all of it
+        why = confinecheck.mismatch(plan.pid, self.reaper, skip, plan.user is None and plan.group is None,
                                     plan.confine == "none") if _parent(self.reaper) == self.enterer else \
             "the session's reaper is gone"
         if why:

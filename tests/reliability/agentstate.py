@@ -1,6 +1,6 @@
 """What the agent holds, read from outside: memory, fds, threads, child processes; what the
-sessions left behind; and a way to grow its worker pool to full size, so that later thread counts
-say something about leaks."""
+sessions left behind; and a way to grow its worker pool to the size the runs need, so that later
+thread counts say something about leaks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from nsinspect.agent.admission import RESERVED_WORKERS, Limits
 from nsinspect.proto import exec_pb2_grpc
 from tests.execclient import Live, start
 
@@ -37,9 +38,14 @@ def marked(durations: range) -> list[psutil.Process]:
     return found
 
 
+def max_workers(sessions: int) -> str:
+    """The agent's --max-workers for --max-sessions `sessions`: the fewest it accepts."""
+    return str(sessions + Limits().total + RESERVED_WORKERS)
+
+
 def fill_pool(address: str, pod: str, sessions: int, duration: int, namespace: str = "default") -> None:
-    """Grow the agent's gRPC worker pool to its size (run it with --max-workers = sessions + 1):
-    every session holds a worker, a health check the last one. The pool's threads never go away."""
+    """Grow the agent's gRPC worker pool to sessions + 1 threads, more calls than a run makes at
+    once: every session holds a worker, a health check one more. The pool's threads never go away."""
     with grpc.insecure_channel(address) as channel:
         stub = exec_pb2_grpc.ExecStub(channel)
         lives = [Live(stub, start(pod, "sleep", str(duration), namespace=namespace)) for _ in range(sessions)]

@@ -19,7 +19,7 @@ from nsinspect.proto import exec_pb2_grpc
 from tests.agentproc import agent_process
 from tests.execclient import Live, run, start
 from tests.lab.config import LabConfig
-from tests.reliability.agentstate import describe, fill_pool, marked, settled_usage
+from tests.reliability.agentstate import describe, fill_pool, marked, max_workers, settled_usage
 
 MARK = 5171  # every cut session's processes sleep 5171 or 5172 seconds
 SLEEPS = range(MARK, MARK + 2)
@@ -80,7 +80,7 @@ def one(address: str, pod: str, number: int) -> str:
 def leak_check(cfg: LabConfig, pod: str, sessions: int, workdir: Path, concurrency: int = 8) -> Leaks:
     sessions_max = 2 * concurrency + 1
     with agent_process(cfg, workdir / "agent.sock", "--max-sessions", str(sessions_max),
-                       "--max-workers", str(sessions_max + 1),
+                       "--max-workers", max_workers(sessions_max),
                        "--audit-log", str(workdir / "audit.log"), log=workdir / "agent.log") as agent:
         failed: list[str] = []
         lock = threading.Lock()

@@ -43,7 +43,7 @@ from tests.execclient import Result, run, start
 from tests.lab import runtime
 from tests.lab.config import LabConfig
 from tests.lab.pods import Lab
-from tests.reliability.agentstate import describe, fill_pool, settled_usage
+from tests.reliability.agentstate import describe, fill_pool, max_workers, settled_usage
 from tests.reliability.churn import Forker, PodChurn, lowered_pid_max
 from tests.reliability.truth import Truth, in_pod, pod_truth
 
@@ -432,7 +432,7 @@ def run_load(plan: Plan, workdir: Path) -> Report:
         node = {"processes": process_count(), "pods": len(stable)}
         sessions = plan.clients + 1  # every client may run one, and the probe asks too
         agent: AgentProcess = stack.enter_context(agent_process(
-            cfg, workdir / "agent.sock", "--max-workers", str(sessions + 1), "--max-sessions", str(sessions),
+            cfg, workdir / "agent.sock", "--max-workers", max_workers(sessions), "--max-sessions", str(sessions),
             "--metrics-listen", "127.0.0.1:0", "--audit-log", str(workdir / "audit.log"), log=workdir / "agent.log"))
         url = logged_metrics_url(workdir / "agent.log")
         churn_file = workdir / "churning"
