@@ -58,6 +58,7 @@ class Bundle:
     # init.pid (containerd, written when the task is created) or pidfile (CRI-O, written when the
     # container starts); set by BundleStore, None for a Bundle straight from bundle_from_spec.
     pid_file: Path | None = None
+    env: tuple[str, ...] = ()  # process.env: what CRI exec gives a command (the init may have changed its own)
 
     def namespace_path(self, oci_type: str) -> str | None:
         """The path the spec joins for `oci_type` ("" for a new namespace), None when it has no entry."""
@@ -92,6 +93,8 @@ def bundle_from_spec(spec: Mapping[str, Any], container_id: str, runtime: str) -
     namespaces = tuple((str(ns.get("type", "")), str(ns.get("path", "")))
                        for ns in linux.get("namespaces") or () if isinstance(ns, Mapping))
     hostname = str(spec.get("hostname") or "")
+    process = spec.get("process")
+    env = tuple(str(e) for e in (process.get("env") or () if isinstance(process, Mapping) else ()))
     if runtime == "containerd":
         kind = ann.get(_CTRD + "container-type")
         if kind not in ("sandbox", "container"):
@@ -99,7 +102,7 @@ def bundle_from_spec(spec: Mapping[str, Any], container_id: str, runtime: str) -
         return Bundle(container_id, runtime, kind == "sandbox", str(ann.get(_CTRD + "sandbox-id", "")),
                       str(ann.get(_CTRD + "sandbox-namespace", "")), str(ann.get(_CTRD + "sandbox-name", "")),
                       str(ann.get(_CTRD + "sandbox-uid", "")), str(ann.get(_CTRD + "container-name", "")),
-                      str(ann.get(_CTRD + "image-name", "")), namespaces, hostname)
+                      str(ann.get(_CTRD + "image-name", "")), namespaces, hostname, env=env)
     kind = ann.get(_CRIO + "ContainerType")
     if kind not in ("sandbox", "container"):
         return None
@@ -113,7 +116,8 @@ def bundle_from_spec(spec: Mapping[str, Any], container_id: str, runtime: str) -
     return Bundle(container_id, runtime, kind == "sandbox", str(ann.get(_CRIO + "SandboxID", "")),
                   pick(_POD_NAMESPACE), pick(_POD_NAME), pick(_POD_UID), name,
                   str(ann.get(_CRIO + "ImageName", "")), namespaces,
-                  hostname or str(ann.get(_CRIO + "HostName", "")), _rfc3339_ns(str(ann.get(_CRIO + "Created", ""))))
+                  hostname or str(ann.get(_CRIO + "HostName", "")), _rfc3339_ns(str(ann.get(_CRIO + "Created", ""))),
+                  env=env)
 
 
 def _json_map(raw: object) -> dict[str, Any]:
@@ -157,6 +161,18 @@ class BundleStore:
         # Forget the specs of bundles that are gone, so churn cannot grow the cache without bound.
         self._specs = {path: entry for path, entry in self._specs.items() if path in seen}
         return Scan(tuple(bundles.values()), available)
+
+    def find(self, container_id: str) -> Bundle | None:
+        """One container's bundle, by id, without a scan."""
+        candidates = [(f"{state}/{task_dir}/{_CRI_NAMESPACE}/{container_id}/config.json", "containerd")
+                      for state in self.state_dirs for task_dir in _TASK_DIRS]
+        candidates += [(f"{state}/{_CRIO_CONTAINERS}/{container_id}/userdata/config.json", "cri-o")
+                       for state in self.state_dirs]
+        for path, runtime in candidates:
+            key = _stat_key(path)
+            if key is not None and "/" not in container_id:
+                return self._spec(path, key, container_id, runtime)
+        return None
 
     # -- containerd -------------------------------------------------------------------------
     def _containerd(self, state: Path, seen: set[str]) -> tuple[list[Bundle], bool]:

@@ -99,7 +99,16 @@ class Creds:
 
 
 def read_environ(target: Target, plan: Plan) -> dict[bytes, bytes]:
-    env = dict(item.split(b"=", 1) for item in target.read("environ").split(b"\0") if b"=" in item)
+    """The container's environment as CRI exec gives it (its spec's), with the caller's additions.
+    Without the spec: the target's own, unless the command runs with the agent's powers (then a
+    variable the container set, LD_PRELOAD say, would run the pod's code as the node's root)."""
+    if plan.base_env is not None:
+        items = [os.fsencode(item) for item in plan.base_env]
+    elif plan.privileged:
+        items = [b"PATH=" + os.defpath.encode()]
+    else:
+        items = target.read("environ").split(b"\0")
+    env = dict(item.split(b"=", 1) for item in items if b"=" in item)
     if plan.tools:
         env[b"PATH"] = toolbox.PATH.encode()
     env.update((os.fsencode(k), os.fsencode(v)) for k, v in plan.env)

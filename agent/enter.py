@@ -93,9 +93,11 @@ from nsinspect.agent.syscalls import (
 )
 
 MSG_MAX = 1 << 16
+PLAN_MAX = 192 << 10  # a SEQPACKET message must fit the socket's send buffer (net.core.wmem_default, 208 KiB)
 SPARES, REFILL_DELAY = 2, 0.008
 CGROUP_ENV = "NSINSPECT_EXEC_CGROUP"
 TOOLBOX_ENV = "NSINSPECT_TOOLBOX"
+EXE_ENV = "NSINSPECT_EXE_FD"  # the sealed interpreter we were exec'd from: closed at once
 
 
 class EnterError(Exception):
@@ -130,14 +132,18 @@ class Plan:
     # "strict": the container's confinement (cgroups, seccomp, LSM label, oom_score_adj, rlimits) or
     # no session; "best": what can be reproduced (the caller may have nsenter semantics); "none": nsenter's
     confine: str = "strict"
+    # the container's environment from its OCI spec, as CRI exec takes it; None: unknown here (no
+    # runtime records), then the target's own (/proc/PID/environ), which the container may have changed
+    base_env: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Plan:
+        base = raw.get("base_env")
         return cls(**{**raw, "argv": tuple(raw["argv"]), "namespaces": tuple(raw["namespaces"]),
-                      "env": tuple((k, v) for k, v in raw["env"])})
+                      "env": tuple((k, v) for k, v in raw["env"]), "base_env": None if base is None else tuple(base)})
 
 
 FD_NAMES = ("stdin", "stdout", "stderr", "status")
@@ -151,12 +157,12 @@ def send_msg(sock: socket.socket, obj: dict[str, Any], fds: Sequence[int] = ()) 
         sock.send(data)
 
 
-def recv_raw(sock: socket.socket, nowait: bool = False) -> tuple[bytes, list[int]]:
+def recv_raw(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[bytes, list[int]]:
     """One message's bytes and the fds that came with it (close-on-exec); b"" at end of stream.
 
     Not socket.recv_fds: in Python 3.11 it drops its flags argument (so no MSG_CMSG_CLOEXEC)."""
     flags = socket.MSG_CMSG_CLOEXEC | (socket.MSG_DONTWAIT if nowait else 0)
-    data, ancdata, _, _ = sock.recvmsg(MSG_MAX, socket.CMSG_LEN(16 * 4), flags)
+    data, ancdata, _, _ = sock.recvmsg(size, socket.CMSG_LEN(16 * 4), flags)
     fds = array.array("i")
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -168,9 +174,9 @@ def recv_raw(sock: socket.socket, nowait: bool = False) -> tuple[bytes, list[int
     return data, list(fds)
 
 
-def recv_msg(sock: socket.socket, nowait: bool = False) -> tuple[dict[str, Any] | None, list[int]]:
+def recv_msg(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[dict[str, Any] | None, list[int]]:
     """One message and its fds; (None, []) at end of stream."""
-    data, fds = recv_raw(sock, nowait)
+    data, fds = recv_raw(sock, nowait, size)
     return (json.loads(data) if data else None), fds
 
 
@@ -345,7 +351,7 @@ def enterer(msg: dict[str, Any], received: list[int]) -> int:
     the reaper it forks is as the container's own processes are, and holds nothing of the node."""
     fds = dict(zip(msg["fds"], received, strict=True))
     status = socket.socket(fileno=fds.pop("status"))
-    request, _ = recv_msg(status)  # the plan comes on the session's own socket (see Session.helper_message)
+    request, _ = recv_msg(status, size=PLAN_MAX)  # on the session's own socket (see Session.helper_message)
     if request is None:
         return 1
     s = Entry(Plan.from_json(request["plan"]), fds, status)
@@ -828,6 +834,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2 or args[0] not in ("serve", "once"):
         print("usage: python -m nsinspect.agent.enter serve|once FD", file=sys.stderr)
         return 2
+    if exe := os.environ.pop(EXE_ENV, ""):
+        os.close(int(exe))
     cgroup = os.environ.pop(CGROUP_ENV, "")
     if tools := os.environ.pop(TOOLBOX_ENV, ""):
         try:

@@ -32,7 +32,7 @@ from nsinspect.agent import validate
 from nsinspect.agent.admission import GRACE, refused, waiting_on_caller
 from nsinspect.agent.audit import AuditRecord, environment, target
 from nsinspect.agent.auth import Guard, exec_elevation
-from nsinspect.agent.enter import MSG_MAX, Plan
+from nsinspect.agent.enter import MSG_MAX, PLAN_MAX, Plan
 from nsinspect.agent.errors import (
     CallerGone,
     InvalidArgument,
@@ -319,7 +319,14 @@ class ExecService(pb_grpc.ExecServicer):
 
     def _plan(self, start: pb.ExecStart, namespaces: tuple[str, ...], container: ContainerInfo,
               confinement: str) -> Plan:
+        bundle = self.resolver.proc.store.find(container.id)
+        base = bundle.env if bundle is not None else None
+        if base is not None and len(json.dumps(base)) > PLAN_MAX - MAX_PLAN_TEXT - 4096:
+            log.warning("the container's environment is too large to pass on: the command gets its process's",
+                        extra={"container": container.id, "variables": len(base)})
+            base = None
         return Plan(confine=confinement, pid=container.pid, start_time=container.start_time, argv=tuple(start.argv),
+                    base_env=base,
                     namespaces=namespaces, tty=start.tty, tools=start.tools,
                     toolbox=self.config.toolbox if start.tools else "",
                     user=start.user if start.HasField("user") else None,

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nsinspect.agent import confine, confinecheck
-from nsinspect.agent.enter import CGROUP_ENV, FD_NAMES, MSG_MAX, TOOLBOX_ENV, Plan, send_msg
+from nsinspect.agent.enter import CGROUP_ENV, EXE_ENV, FD_NAMES, MSG_MAX, TOOLBOX_ENV, Plan, send_msg
 from nsinspect.agent.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,34 @@ class Launcher(Protocol):
 
 
 def _helper_env(cgroup: str, toolbox: str = "") -> dict[str, str]:
-    return {**os.environ, CGROUP_ENV: cgroup, TOOLBOX_ENV: toolbox}
+    """The helper's environment: what it needs, nothing of the agent's (a pod process that can
+    ptrace reads a reaper's /proc/PID/environ, which is the fork server's)."""
+    keep = {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL")}
+    return {"PATH": os.defpath, **keep, CGROUP_ENV: cgroup, TOOLBOX_ENV: toolbox}
+
+
+_interpreter: list[int] = []  # the sealed copy, made once per agent
+
+
+def _popen_helper(mode: str, sock: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the helper from a sealed memfd copy of the interpreter, not from its file (runc's answer
+    to CVE-2019-5736): every session's reaper is a fork of it and visible to the pod, and a pod
+    process that can ptrace opens /proc/<reaper>/exe, which would be the node's python3, to rewrite
+    once nothing runs it. The copy (about 7 MB, 3 ms, once) cannot be written: it is sealed."""
+    if not _interpreter:
+        fd = os.memfd_create("nsinspect-python", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        with open(os.path.realpath(sys.executable), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            copied = 0
+            while copied < size:
+                copied += os.sendfile(fd, f.fileno(), copied, size - copied)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE)
+        _interpreter.append(fd)
+    exe = _interpreter[0]
+    return subprocess.Popen([*HELPER, mode, str(sock)], executable=f"/proc/self/fd/{exe}",
+                            env={**env, EXE_ENV: str(exe)}, pass_fds=(sock, exe), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, start_new_session=True)
 
 
 class ForkServer:
@@ -87,10 +114,7 @@ class ForkServer:
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
-            self._proc = subprocess.Popen([*HELPER, "serve", str(theirs.fileno())],
-                                          env=_helper_env(self.cgroup, self.toolbox),
-                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, start_new_session=True)
+            self._proc = _popen_helper("serve", theirs.fileno(), _helper_env(self.cgroup, self.toolbox))
         ours.settimeout(10)
         self._sock = ours
 
@@ -135,9 +159,7 @@ class Spawner:
     def launch(self, msg: dict[str, Any], fds: list[int]) -> Launched:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours, theirs:
-            proc = subprocess.Popen([*HELPER, "once", str(theirs.fileno())], env=_helper_env(self.cgroup),
-                                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, start_new_session=True)
+            proc = _popen_helper("once", theirs.fileno(), _helper_env(self.cgroup))
             send_msg(ours, msg, fds)
         return Launched(proc.pid, proc)
 

@@ -53,6 +53,7 @@ class ContainerSpec:
     seccomp: str = ""  # "", "RuntimeDefault" or "Unconfined"
     memory_limit: int = 0  # bytes (LinuxContainerResources.memory_limit_in_bytes); 0: none
     oom_score_adj: int | None = None  # None: not sent (the container inherits the shim's score)
+    capabilities: tuple[str, ...] = ()  # added to the runtime's default set (securityContext.capabilities.add)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class Lab:
         ns = cri.NamespaceOption(network=MODES[spec.network], pid=MODES[pid_mode], ipc=MODES[spec.ipc],
                                  target_id=target_id)
         sec = cri.LinuxContainerSecurityContext(namespace_options=ns, privileged=cspec.privileged)
+        sec.capabilities.add_capabilities.extend(cspec.capabilities)
         if not cspec.privileged:  # the kubelet's DefaultProcMount: the runtime masks nothing by itself
             sec.masked_paths.extend(MASKED_PATHS)
             sec.readonly_paths.extend(READONLY_PATHS)
