@@ -17,7 +17,11 @@ forked only once the enterer is as confined as the container:
 
   stage        pid ns   fds it holds                                  credentials
   fork server  node's   0,1 /dev/null, 2 agent's stderr, its socket   node root, all caps; non-dumpable
-                        to the agent, a wake pipe, a socket per spare  (set at start, inherited by all)
+                        to the agent, a wake pipe, a socket per spare, (set at start, inherited by all)
+                        the toolbox copy (a detached tmpfs). Exec'd from a sealed memfd copy of the
+                        interpreter (so no /proc/PID/exe of any stage is the node's python3), with a
+                        minimal environment; its import system sealed after warm-up (_seal); it never
+                        sees a plan: each comes to its enterer on the session's own socket
   enterer      node's   the session's stdio as 0-2 (the fork server's  node root until _become_target,
                         0-2 replaced at once), status socket; while    then the container's (below);
                         preparing: target pidfd + /proc/PID dirfd,     non-dumpable again after the

@@ -50,7 +50,7 @@ HELPER = (sys.executable, "-m", "nsinspect.agent.enter")
 CHUNK = 1 << 20  # the most one output message carries
 BATCH = 256 * 1024  # in a bulk stream, what a message waits for (see Session.read_output)
 PIPE_SIZE = 1 << 20
-KILL_PASSES = 1000
+KILL_PASSES, KILL_WITHIN = 1000, 5.0
 ANCILLARY = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(16 * 4)  # a struct ucred, and room for stray fds
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 
@@ -416,7 +416,10 @@ class Session:
             if left <= 0:
                 self.error = {"code": "DEADLINE_EXCEEDED", "message": "the exec helper did not answer in time"}
                 return
-            select.select([self.status], [], [], left)
+            ready, _, _ = select.select([self.status.fileno(), self._wake_r], [], [], left)
+            if self._wake_r in ready:  # cancelled (see cancel): the caller is gone
+                self.error = {"code": "CANCELLED", "message": "the caller went away while the session started"}
+                return
             self.read_status()
         if self.error is None and not self.started:
             self.error = {"code": "INTERNAL", "message": "the exec helper exited without running the command"}
@@ -548,9 +551,14 @@ class Session:
         self.read_status()
         if not self.reaper or _parent(self.reaper) != self.enterer or not self._live_descendants():
             return
+        give_up = time.monotonic() + KILL_WITHIN
         for _ in range(KILL_PASSES):
             pids = self._live_descendants()
             if not pids:
+                break
+            if time.monotonic() > give_up:
+                log.error("exec session processes still alive after killing for a while", extra={
+                    "session": self.id, "pids": pids[:20]})
                 break
             for pid in pids:
                 with contextlib.suppress(OSError):

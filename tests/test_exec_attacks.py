@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-import nsinspect.agent.enter as enter_module
+from nsinspect.agent import enter as enter_module
 from tests import attack, test_exec
 from tests.execclient import Live, run, start
 from tests.lab.config import LabConfig
