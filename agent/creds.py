@@ -99,13 +99,14 @@ class Creds:
 
 
 def read_environ(target: Target, plan: Plan) -> dict[bytes, bytes]:
-    """The container's environment as CRI exec gives it (its spec's), with the caller's additions.
-    Without the spec: the target's own, unless the command runs with the agent's powers (then a
-    variable the container set, LD_PRELOAD say, would run the pod's code as the node's root)."""
-    if plan.base_env is not None:
-        items = [os.fsencode(item) for item in plan.base_env]
-    elif plan.privileged:
+    """The container's environment as CRI exec gives it (its spec's), with the caller's additions;
+    without the spec, the target's own. Never for a command with the agent's powers (--privileged):
+    the spec's variables are the pod's to write too, and LD_PRELOAD, ENV (sourced by an interactive
+    sh) or PS1 would run the pod's code as the node's root. It gets PATH and the caller's alone."""
+    if plan.privileged:
         items = [b"PATH=" + os.defpath.encode()]
+    elif plan.base_env is not None:
+        items = [os.fsencode(item) for item in plan.base_env]
     else:
         items = target.read("environ").split(b"\0")
     env = dict(item.split(b"=", 1) for item in items if b"=" in item)

@@ -494,9 +494,10 @@ def _become_target(s: Entry) -> None:
             s.creds.apply(s.plan.user, s.plan.group)
         if c is not None and c.seccomp and nnp:
             _load_filter(s, c)
-    except OSError as err:
-        raise EnterError("INVALID_ARGUMENT" if err.errno == errno.EINVAL else "INTERNAL",
-                         f"cannot take the container's credentials: {err.strerror or err}") from None
+    except (OSError, OverflowError, ValueError) as err:
+        code = "INVALID_ARGUMENT" if not isinstance(err, OSError) or err.errno == errno.EINVAL else "INTERNAL"
+        raise EnterError(code, f"cannot take the container's credentials: "
+                               f"{err.strerror if isinstance(err, OSError) and err.strerror else err}") from None
     prctl(PR_SET_DUMPABLE, 0)
 
 
@@ -828,7 +829,11 @@ def once(fd: int, cgroup: str = "") -> int:
     sock = socket.socket(fileno=fd)
     msg, fds = recv_msg(sock)
     sock.close()
-    return 1 if msg is None else enterer(msg, fds)
+    try:
+        return 1 if msg is None else enterer(msg, fds)
+    except BaseException as err:  # not the interpreter's own traceback: see _internal_error
+        _internal_error(err)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
