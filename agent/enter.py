@@ -29,9 +29,12 @@ forked only once the enterer is as confined as the container:
                         tools root's mount fds: all closed before it    cgroups from the start
                         forks the reaper
   reaper       pod's    0-2 (until the command is spawned; then the   the container's ids, caps, bounding
-                        container's /dev/null), status socket, a wake  set, no_new_privs, seccomp filter,
-                        pipe of its own; root and cwd the container's  cgroups, oom_score_adj, rlimits;
-                        (or the tools root, built from pod-side mounts) non-dumpable; LSM label at exec
+                        container's /dev/null), 3 its plan (until      set, no_new_privs, seccomp filter,
+                        read), 4 the status socket, a signalfd; root   cgroups, oom_score_adj, rlimits and
+                        and cwd the container's (or the tools root,    LSM label (taken at its exec);
+                        built from pod-side mounts). A static program  non-dumpable from its first line.
+                        (agent/reaper.c) exec'd from a sealed memfd: no Python, no file of the node's
+                        mapped (map_files), exe unwritable, environment empty, this session's plan only
   command      pod's    0-2 only (everything else is close-on-exec)    exactly the container's (runc exec's)
 
 confine.py says where each part of the confinement comes from; --privileged skips it (and the ids),
@@ -42,15 +45,15 @@ the one unconfined mode. Per session:
   │         setns(pidfd, mask) (or, on kernels before 5.8, setns on each ns fd in nsenter's order,
   │         two passes), chroots like nsenter (tools mode: pivots into the tools root), loads the
   │         seccomp filter and takes the container's ids, closes every fd of the node's.
-  └ reaper  forked last, so it is inside the pid namespace; a child subreaper, so what daemonizes
-    │       comes back to it and is reaped, never left as a zombie in the pod. It waits for the
-    │       agent's go (the agent checks its confinement from the node's side first), starts the
-    │       command, forwards signals, reports, and when the command ends (or the agent hangs up)
-    │       kills what is left of the session.
-    └ command  posix_spawn'ed (a fork only for a terminal), so no Python runs between fork and exec.
+  └ reaper  forked last, so it is inside the pid namespace, and exec'd at once (agent/reaper.c); a
+    │       child subreaper, so what daemonizes comes back to it and is reaped, never left as a
+    │       zombie in the pod. It waits for the agent's go (the agent checks its confinement from
+    │       the node's side first), starts the command, forwards signals, reports, and when the
+    │       command ends (or the agent hangs up) kills what is left of the session.
+    └ command  forked and exec'd by the reaper: a new session (for a terminal, its controlling tty).
 
 The syscalls are in syscalls.py, the command's credentials and environment in creds.py, the
-container's confinement in confine.py, and starting the command in spawn.py.
+container's confinement in confine.py, and finding the program and loading the reaper in spawn.py.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
+import fcntl
 import gc
 import importlib.machinery
 import json
@@ -75,22 +79,12 @@ from typing import Any
 
 from nsinspect.agent import confine, toolbox
 from nsinspect.agent.creds import Creds, read_environ
-from nsinspect.agent.spawn import (
-    EXIT_CANNOT_EXECUTE,
-    EXIT_NOT_FOUND,
-    Spawn,
-    _exec_message,
-    _find,
-    prepare_spawn,
-    spawn,
-)
+from nsinspect.agent.spawn import REAPER_ENV, _find, load_reaper, prepare_spawn
 from nsinspect.agent.syscalls import (
     CLONE,
     NS_ORDER,
     PR_CAPBSET_READ,
-    PR_SET_CHILD_SUBREAPER,
     PR_SET_DUMPABLE,
-    _libc,
     prctl,
     set_name,
     setns,
@@ -101,6 +95,7 @@ PLAN_MAX = 192 << 10  # a SEQPACKET message must fit the socket's send buffer (n
 SPARES, REFILL_DELAY = 2, 0.008
 CGROUP_ENV = "NSINSPECT_EXEC_CGROUP"
 TOOLBOX_ENV = "NSINSPECT_TOOLBOX"
+_reaper: list[int] = []  # the reaper binary's sealed memfd (spawn.load_reaper), loaded by main()
 EXE_ENV = "NSINSPECT_EXE_FD"  # the sealed interpreter we were exec'd from: closed at once
 
 
@@ -325,7 +320,7 @@ class Entry:
     missing: list[str] = field(default_factory=list)  # what of the confinement could not be reproduced
     env: dict[bytes, bytes] = field(default_factory=dict)
     tools: toolbox.Prepared | None = None
-    spawn: Spawn | str | OSError | None = None  # the command, ready to start (see prepare_spawn)
+    spawn: bytes = b""  # the reaper's plan: the program found, or why not (see spawn.prepare_spawn)
 
     def report(self, event: str, **fields: Any) -> None:
         with contextlib.suppress(OSError):
@@ -370,6 +365,11 @@ def enterer(msg: dict[str, Any], received: list[int]) -> int:
     except OSError as err:
         s.report("error", code="INTERNAL", message=f"entering the container failed: {err}")
         return 1
+    if not _reaper:
+        s.report("error", code="FAILED_PRECONDITION", message="this agent has no session reaper (nsinspect-reaper): "
+                 "build it (hack/setup) or point --reaper at it")
+        return 1
+    plan_r, plan_w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = os.fork()
     except OSError as err:  # EAGAIN: the pod's pids limit, say
@@ -377,13 +377,16 @@ def enterer(msg: dict[str, Any], received: list[int]) -> int:
                  f"{err.strerror} (the pod's pids limit?)")
         return 1
     if pid == 0:
-        code = 1
         try:
-            code = reaper(s)
+            _exec_reaper(s, plan_r)
         except BaseException as err:  # a child must never return into the fork server
             _internal_error(err)
         finally:
-            os._exit(code)
+            os._exit(1)
+    os.close(plan_r)
+    with contextlib.suppress(OSError):  # a reaper that died (the pod killed it) reads nothing
+        _write_all(plan_w, s.spawn)
+    os.close(plan_w)
     confinement = s.confinement
     s.report("entered", enterer=os.getpid(), reaper=pid, namespaces=s.namespaces,
              confined=confinement.applied(s.missing) if confinement else [], missing=list(s.missing))
@@ -532,119 +535,22 @@ def _close_session(s: Entry) -> None:
     s.status.close()
 
 
-def reaper(s: Entry) -> int:
-    """Inside the pid namespace, as the container's processes are: wait for the agent's go (it checks
-    our confinement first), start the command, forward signals, reap everything (a child subreaper:
-    what daemonizes comes back here), report, clean up."""
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
-    set_name(b"nsinspect-exec")
-    go, _ = recv_msg(s.status)
-    if not go or not go.get("go"):
-        return 1  # the agent hung up, or found us wrongly confined: nothing was started
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    try:
-        cmd = spawn(s)
-    except OSError as err:
-        s.report("exec_failed", message=_exec_message(s, err))
-        s.report("exit", code=EXIT_NOT_FOUND if err.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE, signal=0)
-        return 0
-    finally:
-        _release_stdio(s)
-    s.report("started")
-    return _reap_loop(s, cmd, wake_r)
+def _exec_reaper(s: Entry, plan_r: int) -> None:
+    """In the enterer's child: become the session's reaper (agent/reaper.c, from its sealed memfd)
+    with the session's stdio as 0-2, its plan on 3 and the status socket on 4, and nothing else.
+    Only ever returns by raising."""
+    if not _reaper:
+        raise OSError(errno.ENOENT, "no session reaper loaded")
+    exe, plan, status = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (_reaper[0], plan_r, s.status.fileno()))
+    os.dup2(plan, 3)  # dup2 makes them inheritable; everything else is close-on-exec
+    os.dup2(status, 4)
+    os.execve(exe, ["nsinspect-exec"], {})
 
 
-def _release_stdio(s: Entry) -> None:
-    """Our copies of the command's stdio (0-2) give way to the container's /dev/null: the agent sees
-    end of file when the command's own copies close."""
-    for name in ("stdin", "stdout", "stderr"):
-        s.fds.pop(name, None)
-    try:
-        null = os.open("/dev/null", os.O_RDWR)
-    except OSError:
-        for fd in (0, 1, 2):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        return
-    for fd in (0, 1, 2):
-        if fd != null:
-            os.dup2(null, fd)
-    if null > 2:
-        os.close(null)
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _kill_leftovers(cmd: int, cmd_alive: bool) -> None:
-    """Best effort from inside: the command's process group, and every child of ours (orphans that
-    daemonized came back to us). The agent's kill, with the cgroup frozen, is the thorough one."""
-    if cmd_alive:
-        with contextlib.suppress(OSError):
-            os.killpg(cmd, signal.SIGKILL)
-    me = os.getpid()
-    for _ in range(10):
-        try:  # only when this /proc is of our own pid namespace
-            if int(_read_file("/proc/self/stat").split()[0]) != me:
-                return
-            kids = {int(k) for t in os.listdir("/proc/self/task")
-                    for k in _read_file(f"/proc/self/task/{t}/children").split()}
-        except (OSError, ValueError):
-            return
-        if not kids:
-            return
-        for pid in kids:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _reap_loop(s: Entry, cmd: int, wake_r: int) -> int:
-    """Until the command has exited (reported at once) and every other child is reaped, or the
-    agent hangs up (then everything is killed first)."""
-    done = agent_gone = False
-    poller = select.poll()
-    poller.register(s.status, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    while True:
-        children = True
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                children = False
-                break
-            if pid == 0:
-                break
-            if pid == cmd:
-                done = True
-                code = os.waitstatus_to_exitcode(status)
-                s.report("exit", code=max(code, -1), signal=max(-code, 0))
-                _kill_leftovers(cmd, False)  # the session ends with its command
-        if not children and (done or agent_gone):
-            s.status.close()  # the agent's sign that the session is over: before our (slow) exit
-            return 0
-        for fd, _ in poller.poll(100 if agent_gone or done else None):
-            if fd == wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_r, 512)
-                continue
-            try:
-                msg, _ = recv_msg(s.status)
-            except OSError:
-                msg = None
-            if msg is None:  # the agent hung up (cancelled, or gone): end everything now
-                agent_gone = True
-                poller.unregister(s.status)
-                _kill_leftovers(cmd, not done)
-            elif "signal" in msg and not done:
-                with contextlib.suppress(OSError):
-                    os.kill(cmd, int(msg["signal"]))
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 # -- the two ways the agent runs this helper ----------------------------------------------------------
@@ -714,9 +620,6 @@ def _warm_up() -> None:
             _find("true", {b"PATH": os.defpath.encode()})
             for cap in range(41):
                 prctl(PR_CAPBSET_READ, cap)  # the same ctypes path as the drops
-            dummy = Spawn("/bin/true", ["true"], {b"A": b"B"}, [0, 1, 2])
-            _libc.posix_spawn_file_actions_destroy(dummy.actions)
-            _libc.posix_spawnattr_destroy(dummy.attr)
         finally:
             me.close()
 
@@ -846,6 +749,11 @@ def main(argv: list[str] | None = None) -> int:
     if exe := os.environ.pop(EXE_ENV, ""):
         os.close(int(exe))
     cgroup = os.environ.pop(CGROUP_ENV, "")
+    if path := os.environ.pop(REAPER_ENV, ""):
+        try:
+            _reaper.append(load_reaper(path))  # once: every session's reaper is exec'd from it
+        except OSError as err:
+            sys.stderr.write(f"nsinspect-enter: cannot load the session reaper {path}: {err}\n")
     if tools := os.environ.pop(TOOLBOX_ENV, ""):
         try:
             toolbox.load(tools)  # once: every session clones it

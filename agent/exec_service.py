@@ -208,7 +208,11 @@ class ExecService(pb_grpc.ExecServicer):
         cgroup = Cgroup.create()
         path = str(cgroup.path) if cgroup is not None else ""
         tools = os.path.abspath(args.toolbox) if args.toolbox else ""
-        launcher: Launcher = ForkServer(path, tools) if args.exec_helper == "forkserver" else Spawner(path)
+        if not os.access(args.reaper, os.X_OK):
+            log.warning("no session reaper: exec sessions are refused until it is built (hack/setup)",
+                        extra={"reaper": args.reaper})
+        launcher: Launcher = (ForkServer(path, tools, args.reaper) if args.exec_helper == "forkserver"
+                              else Spawner(path, args.reaper))
         service = cls(resolver, Sessions(launcher, cgroup, args.max_sessions), guard,
                       ExecConfig(toolbox=os.path.abspath(args.toolbox) if args.toolbox else "",
                                  idle_timeout=args.idle_timeout))

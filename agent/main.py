@@ -21,6 +21,7 @@ from nsinspect.agent.observe_service import ObserveService
 from nsinspect.agent.proc_resolver import DEFAULT_STATE_DIRS, ProcResolver
 from nsinspect.agent.resolver import Resolver
 from nsinspect.agent.server import AgentService, Service, build_server
+from nsinspect.agent.spawn import default_reaper
 
 log = logging.getLogger("nsinspect.agent")
 _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -56,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # exec (agent/exec_service.py)
     p.add_argument("--toolbox", metavar="DIR", default="",
                    help="root filesystem of tools for `exec --tools` (e.g. bin/busybox and its applets)")
+    p.add_argument("--reaper", metavar="FILE", default=default_reaper(),
+                   help="the session reaper, a static program built from agent/reaper.c (default: "
+                        "$NSINSPECT_REAPER, else libexec/nsinspect-reaper of the agent's Python prefix)")
     p.add_argument("--max-sessions", type=int, default=8, metavar="N",
                    help="concurrent exec sessions; more are refused with RESOURCE_EXHAUSTED (default 8)")
     p.add_argument("--idle-timeout", type=float, default=0.0, metavar="SECONDS",

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from nsinspect.agent import confine, confinecheck
 from nsinspect.agent.enter import CGROUP_ENV, EXE_ENV, FD_NAMES, MSG_MAX, TOOLBOX_ENV, Plan, send_msg
 from nsinspect.agent.errors import ResourceExhausted
+from nsinspect.agent.spawn import REAPER_ENV, default_reaper
 
 log = logging.getLogger(__name__)
 HELPER = (sys.executable, "-m", "nsinspect.agent.enter")
@@ -69,11 +70,11 @@ class Launcher(Protocol):
     def close(self) -> None: ...
 
 
-def _helper_env(cgroup: str, toolbox: str = "") -> dict[str, str]:
+def _helper_env(cgroup: str, reaper: str, toolbox: str = "") -> dict[str, str]:
     """The helper's environment: what it needs, nothing of the agent's (a pod process that can
     ptrace reads a reaper's /proc/PID/environ, which is the fork server's)."""
     keep = {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL")}
-    return {"PATH": os.defpath, **keep, CGROUP_ENV: cgroup, TOOLBOX_ENV: toolbox}
+    return {"PATH": os.defpath, **keep, CGROUP_ENV: cgroup, REAPER_ENV: reaper, TOOLBOX_ENV: toolbox}
 
 
 _interpreter: list[int] = []  # the sealed copy, made once per agent
@@ -103,8 +104,9 @@ def _popen_helper(mode: str, sock: int, env: dict[str, str]) -> subprocess.Popen
 class ForkServer:
     """The helper started once (a fresh, single-threaded interpreter); each session is one fork of it."""
 
-    def __init__(self, cgroup: str = "", toolbox: str = "") -> None:
+    def __init__(self, cgroup: str = "", toolbox: str = "", reaper: str = "") -> None:
         self.cgroup = cgroup
+        self.reaper = reaper or default_reaper()
         self.toolbox = toolbox  # loaded once by the server (toolbox.load)
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
@@ -114,7 +116,7 @@ class ForkServer:
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
-            self._proc = _popen_helper("serve", theirs.fileno(), _helper_env(self.cgroup, self.toolbox))
+            self._proc = _popen_helper("serve", theirs.fileno(), _helper_env(self.cgroup, self.reaper, self.toolbox))
         ours.settimeout(10)
         self._sock = ours
 
@@ -153,13 +155,14 @@ class Spawner:
     """A fresh interpreter per session: no long-lived helper, but an interpreter start-up (and a
     cgroup move) while the client waits."""
 
-    def __init__(self, cgroup: str = "") -> None:
+    def __init__(self, cgroup: str = "", reaper: str = "") -> None:
         self.cgroup = cgroup
+        self.reaper = reaper or default_reaper()
 
     def launch(self, msg: dict[str, Any], fds: list[int]) -> Launched:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours, theirs:
-            proc = _popen_helper("once", theirs.fileno(), _helper_env(self.cgroup))
+            proc = _popen_helper("once", theirs.fileno(), _helper_env(self.cgroup, self.reaper))
             send_msg(ours, msg, fds)
         return Launched(proc.pid, proc)
 

@@ -1,28 +1,30 @@
-"""Starting the command: find the program as execvp would, then posix_spawn it.
+"""Starting the command: find the program as execvp would, and hand it to the session's reaper.
 
-The spawn is prepared in the enterer (whose pages are warm) and run by the reaper, so no Python
-runs between fork and exec; only a terminal needs a fork, to make it the controlling tty. Apart
-from enter.py because this is the one part that creates the command's process.
+The reaper is agent/reaper.c, a small static program the enterer's child execs from a sealed memfd
+(so nothing of the node's, no interpreter and no library, is mapped in the one stage the pod can
+see). The program is found here, in the enterer, inside the container's root with its PATH and
+ids, so that "not found" and "not executable" are told apart; the reaper gets the outcome as its
+plan, written on a pipe: NUL-separated path, tty, error, error code, argc, argv, envc, environment.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import fcntl
 import os
-import signal
 import sys
-import termios
 from typing import TYPE_CHECKING
-
-from nsinspect.agent.syscalls import _libc
 
 if TYPE_CHECKING:  # enter.py imports this module: its types are for the checker only
     from nsinspect.agent.enter import Entry
 
 EXIT_NOT_FOUND, EXIT_CANNOT_EXECUTE = 127, 126  # as shells report them
+REAPER_ENV = "NSINSPECT_REAPER"  # the reaper's path, for the fork server to load
+
+
+def default_reaper() -> str:
+    """Where hack/setup and the image's Dockerfile put the reaper: libexec/ of the Python prefix."""
+    return os.environ.get(REAPER_ENV) or os.path.join(sys.prefix, "libexec", "nsinspect-reaper")
 
 
 def _find(name: str, env: dict[bytes, bytes]) -> str:
@@ -39,101 +41,18 @@ def _find(name: str, env: dict[bytes, bytes]) -> str:
     raise OSError(errno.EACCES if denied else errno.ENOENT, name)
 
 
-_SPAWN_SETSIGDEF, _SPAWN_SETSIGMASK, _SPAWN_SETSID = 0x04, 0x08, 0x80
-_SIGSET_BYTES = 128
-# Every signal but KILL and STOP, glibc's internal 32 and 33 included: glibc 2.36's posix_spawn
-# leaves those two ignored in the child, and os.posix_spawn cannot name them (sigaddset refuses).
-_ALL_DEFAULT = (((1 << 64) - 1) & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.SIGSTOP - 1))).to_bytes(
-    8, sys.byteorder) + bytes(_SIGSET_BYTES - 8)
-
-
-def _returned(err: int, path: str = "") -> None:
-    """The posix_spawn family returns an errno instead of setting it."""
-    if err:
-        raise OSError(err, os.strerror(err), *((path,) if path else ()))
-
-
-class Spawn:
-    """A posix_spawn prepared ahead (in the enterer, whose pages are warm) and run by the reaper:
-    vfork, so no page tables copied and no Python in the child; a new session leader with stdio on
-    `stdio`, every signal at its default and none blocked, as a freshly started process has them."""
-
-    def __init__(self, path: str, argv: list[str], env: dict[bytes, bytes], stdio: list[int]) -> None:
-        self.path = os.fsencode(path)
-        self.actions = ctypes.create_string_buffer(512)  # posix_spawn_file_actions_t: 80 bytes on glibc
-        self.attr = ctypes.create_string_buffer(512)  # posix_spawnattr_t: 336 bytes
-        _returned(_libc.posix_spawn_file_actions_init(self.actions))
-        _returned(_libc.posix_spawnattr_init(self.attr))
-        for target, fd in enumerate(stdio):
-            _returned(_libc.posix_spawn_file_actions_adddup2(self.actions, fd, target))
-        _returned(_libc.posix_spawnattr_setflags(self.attr, ctypes.c_short(_SPAWN_SETSIGDEF | _SPAWN_SETSIGMASK
-                                                                           | _SPAWN_SETSID)))
-        _returned(_libc.posix_spawnattr_setsigdefault(self.attr, _ALL_DEFAULT))
-        _returned(_libc.posix_spawnattr_setsigmask(self.attr, bytes(_SIGSET_BYTES)))
-        self.argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)
-        self.env = (ctypes.c_char_p * (len(env) + 1))(*[k + b"=" + v for k, v in env.items()], None)
-
-    def run(self) -> int:
-        """The command's PID; OSError when the exec failed."""
-        pid = ctypes.c_int()
-        try:
-            _returned(_libc.posix_spawn(ctypes.byref(pid), self.path, self.actions, self.attr, self.argv, self.env),
-                      os.fsdecode(self.path))
-        finally:
-            _libc.posix_spawn_file_actions_destroy(self.actions)
-            _libc.posix_spawnattr_destroy(self.attr)
-        return pid.value
-
-
 def prepare_spawn(s: Entry) -> None:
-    """Find the program (as the target would: its root, PATH and credentials) and prepare the spawn;
-    a failure is kept, for the reaper to report as the command's."""
+    """Find the program (as the target would: its root, PATH and credentials) and write the
+    reaper's plan; a failure is the plan too, for the reaper to report as the command's."""
     try:
-        path = _find(s.plan.argv[0], s.env)
-        if not s.plan.tty:
-            s.spawn = Spawn(path, list(s.plan.argv), s.env, [s.fds[name] for name in ("stdin", "stdout", "stderr")])
-        else:
-            s.spawn = path
+        path, error, code = _find(s.plan.argv[0], s.env), "", 0
     except OSError as err:
-        s.spawn = err
-
-
-def spawn(s: Entry) -> int:
-    """Start the command: the prepared posix_spawn, or for a terminal a fork that makes it the
-    controlling tty of a new session."""
-    if s.spawn is None:
-        prepare_spawn(s)
-    if isinstance(s.spawn, OSError):
-        raise s.spawn
-    if isinstance(s.spawn, Spawn):
-        return s.spawn.run()
-    assert isinstance(s.spawn, str)
-    path, argv = s.spawn, list(s.plan.argv)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            fcntl.ioctl(s.fds["stdin"], termios.TIOCSCTTY, 0)
-            for i in range(3):
-                os.dup2(s.fds["stdin"], i)
-            signal.set_wakeup_fd(-1)
-            for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            os.execve(path, argv, s.env)
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                os.write(err_w, str(err.errno).encode())
-        finally:
-            os._exit(EXIT_CANNOT_EXECUTE)
-    os.close(err_w)
-    failed = os.read(err_r, 64)
-    os.close(err_r)
-    if failed:
-        os.waitpid(pid, 0)
-        raise OSError(int(failed), os.strerror(int(failed)))
-    return pid
+        path, error = "", _exec_message(s, err)
+        code = EXIT_NOT_FOUND if err.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+    fields = [os.fsencode(path), b"1" if s.plan.tty else b"0", error.encode(errors="replace"), str(code).encode(),
+              str(len(s.plan.argv)).encode(), *(os.fsencode(a) for a in s.plan.argv),
+              str(len(s.env)).encode(), *(k + b"=" + v for k, v in s.env.items())]
+    s.spawn = b"".join(f + b"\0" for f in fields)
 
 
 def _exec_message(s: Entry, err: OSError) -> str:
@@ -142,3 +61,21 @@ def _exec_message(s: Entry, err: OSError) -> str:
         path = s.env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
         return f'"{name}": executable file not found in $PATH ({path})'
     return f'"{name}": {os.strerror(err.errno or errno.EIO)}'
+
+
+def load_reaper(path: str) -> int:
+    """The reaper binary in a sealed memfd (close-on-exec: execveat of an ELF file needs no path),
+    made once per helper process."""
+    fd = os.memfd_create("nsinspect-exec", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            copied = 0
+            while copied < size:
+                copied += os.sendfile(fd, f.fileno(), copied, size - copied)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

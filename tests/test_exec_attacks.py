@@ -13,8 +13,9 @@ review of the confinement work; run against the real agent and the lab's contain
 5. The container's init changes its own environment: the session gets the spec's, as CRI exec does.
 6. A pod's spec environment (ENV, sourced by an interactive sh) must not reach a --privileged session,
    which runs as the node's root.
-7. A pod with CAP_SYS_ADMIN and CAP_SYS_PTRACE opens the node's files the reaper maps (its libraries)
-   through /proc/<reaper>/map_files: still open, marked as an expected failure until it is closed.
+7. A pod with CAP_SYS_ADMIN and CAP_SYS_PTRACE opens the files the reaper maps through
+   /proc/<reaper>/map_files: a forked Python mapped the node's libc and ld.so, writable. The reaper is
+   now a static program exec'd from a sealed memfd (agent/reaper.c): it maps no file of the node's.
 """
 
 from __future__ import annotations
@@ -312,10 +313,6 @@ MAPFILES = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason="open: the reaper is a fork of the interpreter and maps the node's libraries; "
-                   "a pod with CAP_SYS_ADMIN and CAP_SYS_PTRACE opens them through map_files. The fix is a static "
-                   "reaper exec'd from a sealed memfd (issue 13's note); in the DaemonSet the agent's root is "
-                   "read-only, which makes the writes fail. strict: this fails the suite once the hole is closed")
 def test_a_pod_cannot_open_the_nodes_files_through_the_reapers_map_files(agent: Agent, lab: Lab) -> None:
     spec = ContainerSpec("app", capabilities=("SYS_ADMIN", "SYS_PTRACE"))
     with lab.pod(PodSpec(f"attack-mapfiles-{UNIQUE}", (spec,))) as pod:
