@@ -32,7 +32,9 @@ def mismatch(target: int, reaper: int, skip: set[str], same_ids: bool, privilege
         return ""
     try:
         theirs, ours = _status(target), _status(reaper)
-        fields = [*CAPS, *(IDS if same_ids else ())]
+        # With --user/--group the ids are the caller's, and the capabilities follow from them by
+        # execve's rules (a uid other than 0 keeps none): only what the ids do not decide is compared.
+        fields = [*CAPS, *IDS] if same_ids else ["NoNewPrivs"]
         if "seccomp" not in skip:
             fields.append("Seccomp")
             filters = "1" if theirs.get("Seccomp") == "2" else "0"

@@ -151,7 +151,8 @@ def test_container_exits_between_calls(lister: ProcessLister, lab: Lab) -> None:
 def test_five_hundred_processes(lister: ProcessLister, lab: Lab) -> None:
     forker = ("sh", "-c", f"for i in $(seq 500); do sleep 600 {QUIET} & done; exec sleep 601")
     with lab.pod(PodSpec("ps-many", (ContainerSpec("app", command=forker),))) as pod:
-        procs = listing_until(lister, "ps-many", lambda got: len(got) == 501, "app")
+        procs = listing_until(lister, "ps-many",  # a child counts once it is sleep, no longer the sh it forked as
+                              lambda got: len(got) == 501 and len(by_argv(got, "sleep", "600")) == 500, "app")
         children = by_argv(procs, "sleep", "600")
         assert len(children) == 500 and all(p.ppid == pod["app"].pid for p in children)
         assert len({p.pid_in_pod for p in procs}) == 501 and {p.member.container for p in procs} == {"app"}
