@@ -203,9 +203,6 @@ class Cgroup:
             return None
         return cls(path)
 
-    def pids(self) -> list[int]:
-        return _pids(self.path)
-
     def close(self) -> None:
         _remove(self.path)
 
@@ -383,8 +380,8 @@ class Session:
             enterer, reaper = int(msg["enterer"]), int(msg["reaper"])
             known = enterer == self.enterer if self.enterer else _parent(enterer) == self._helper
             return sender == enterer and known and _parent(reaper) == enterer
-        if self.entered:
-            return sender in (self.enterer, self.reaper)
+        if self.entered:  # the reaper speaks only once it has its go
+            return self._go_sent and sender in (self.enterer, self.reaper)
         # Before "entered" only the enterer can have written; an error names no pid, and its sender
         # may have exited (and so have no parent to check) by the time we read it.
         return msg.get("event") == "error"
