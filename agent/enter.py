@@ -70,6 +70,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 import warnings
@@ -79,7 +80,7 @@ from typing import Any
 
 from nsinspect.agent import confine, toolbox
 from nsinspect.agent.creds import Creds, read_environ
-from nsinspect.agent.spawn import REAPER_ENV, _find, load_reaper, prepare_spawn
+from nsinspect.agent.spawn import REAPER_ENV, _find, prepare_spawn, sealed_copy
 from nsinspect.agent.syscalls import (
     CLONE,
     NS_ORDER,
@@ -95,7 +96,7 @@ PLAN_MAX = 192 << 10  # a SEQPACKET message must fit the socket's send buffer (n
 SPARES, REFILL_DELAY = 2, 0.008
 CGROUP_ENV = "NSINSPECT_EXEC_CGROUP"
 TOOLBOX_ENV = "NSINSPECT_TOOLBOX"
-_reaper: list[int] = []  # the reaper binary's sealed memfd (spawn.load_reaper), loaded by main()
+_reaper: list[int] = []  # the reaper binary's sealed memfd (spawn.sealed_copy), loaded by main()
 EXE_ENV = "NSINSPECT_EXE_FD"  # the sealed interpreter we were exec'd from: closed at once
 
 
@@ -156,21 +157,33 @@ def send_msg(sock: socket.socket, obj: dict[str, Any], fds: Sequence[int] = ()) 
         sock.send(data)
 
 
-def recv_raw(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[bytes, list[int]]:
-    """One message's bytes and the fds that came with it (close-on-exec); b"" at end of stream.
+ANCILLARY = socket.CMSG_SPACE(16 * 4) + socket.CMSG_SPACE(12)  # up to 16 fds, and a struct ucred
+
+
+def recv_from(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[bytes, list[int], int]:
+    """One message's bytes, the fds that came with it (close-on-exec) and its sender's pid as the
+    kernel gives it (0 unless the socket has SO_PASSCRED); b"" at end of stream.
 
     Not socket.recv_fds: in Python 3.11 it drops its flags argument (so no MSG_CMSG_CLOEXEC)."""
     flags = socket.MSG_CMSG_CLOEXEC | (socket.MSG_DONTWAIT if nowait else 0)
-    data, ancdata, _, _ = sock.recvmsg(size, socket.CMSG_LEN(16 * 4), flags)
-    fds = array.array("i")
+    data, ancdata, _, _ = sock.recvmsg(size, ANCILLARY, flags)
+    fds, sender = array.array("i"), 0
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
+            sender = struct.unpack_from("=iII", payload)[0]
     if not data:
         for fd in fds:
             os.close(fd)
-        return b"", []
-    return data, list(fds)
+        return b"", [], sender
+    return data, list(fds), sender
+
+
+def recv_raw(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[bytes, list[int]]:
+    """One message's bytes and the fds that came with it; b"" at end of stream."""
+    data, fds, _ = recv_from(sock, nowait, size)
+    return data, fds
 
 
 def recv_msg(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[dict[str, Any] | None, list[int]]:
@@ -320,7 +333,7 @@ class Entry:
     missing: list[str] = field(default_factory=list)  # what of the confinement could not be reproduced
     env: dict[bytes, bytes] = field(default_factory=dict)
     tools: toolbox.Prepared | None = None
-    spawn: bytes = b""  # the reaper's plan: the program found, or why not (see spawn.prepare_spawn)
+    reaper_plan: bytes = b""  # the program found (or why not), argv and environment: see spawn.prepare_spawn
 
     def report(self, event: str, **fields: Any) -> None:
         with contextlib.suppress(OSError):
@@ -385,7 +398,7 @@ def enterer(msg: dict[str, Any], received: list[int]) -> int:
             os._exit(1)
     os.close(plan_r)
     with contextlib.suppress(OSError):  # a reaper that died (the pod killed it) reads nothing
-        _write_all(plan_w, s.spawn)
+        _write_all(plan_w, s.reaper_plan)
     os.close(plan_w)
     confinement = s.confinement
     s.report("entered", enterer=os.getpid(), reaper=pid, namespaces=s.namespaces,
@@ -563,6 +576,16 @@ def _internal_error(err: BaseException) -> None:
         os.write(2, f"nsinspect-enter: internal error: {type(err).__name__}: {err}\n".encode(errors="replace"))
 
 
+def _ready(cgroup: str) -> None:
+    """A helper's start: into its cgroup, the cgroup mounts read once for every enterer, whatever
+    the enterer's code loads lazily loaded now, then nothing more loaded at all."""
+    if cgroup:
+        join_cgroup(cgroup)
+    confine.cgroup_mounts()
+    _warm_up()
+    _seal()
+
+
 def _seal() -> None:
     """From here on this process (and every enterer it forks) imports nothing and reads no file of
     its own accord: only what is already loaded runs. An enterer runs Python after joining the
@@ -640,11 +663,7 @@ def serve(fd: int, cgroup: str = "") -> int:
 
     SPARES are kept, and refilled REFILL_DELAY after a request, not at once: forking (and warming a
     spare up) competes for the CPU with the session that is starting."""
-    if cgroup:
-        join_cgroup(cgroup)
-    confine.cgroup_mounts()  # once, for every enterer
-    _warm_up()  # whatever it loads lazily, loaded now
-    _seal()
+    _ready(cgroup)
     gc.freeze()  # what is here now stays untouched by collections in the children: fewer copied pages
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -724,11 +743,7 @@ def _reap_children() -> None:
 
 def once(fd: int, cgroup: str = "") -> int:
     """A freshly spawned helper for one session: it is the enterer itself."""
-    if cgroup:
-        join_cgroup(cgroup)
-    confine.cgroup_mounts()
-    _warm_up()
-    _seal()
+    _ready(cgroup)
     sock = socket.socket(fileno=fd)
     msg, fds = recv_msg(sock)
     sock.close()
@@ -751,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     cgroup = os.environ.pop(CGROUP_ENV, "")
     if path := os.environ.pop(REAPER_ENV, ""):
         try:
-            _reaper.append(load_reaper(path))  # once: every session's reaper is exec'd from it
+            _reaper.append(sealed_copy(path, "nsinspect-exec"))  # once: every session's reaper is exec'd from it
         except OSError as err:
             sys.stderr.write(f"nsinspect-enter: cannot load the session reaper {path}: {err}\n")
     if tools := os.environ.pop(TOOLBOX_ENV, ""):

@@ -19,7 +19,6 @@ that died and kills what is in them.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import fcntl
@@ -42,9 +41,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nsinspect.agent import confine, confinecheck
-from nsinspect.agent.enter import CGROUP_ENV, EXE_ENV, FD_NAMES, MSG_MAX, TOOLBOX_ENV, Plan, send_msg
+from nsinspect.agent.enter import CGROUP_ENV, EXE_ENV, FD_NAMES, TOOLBOX_ENV, Plan, recv_from, send_msg
 from nsinspect.agent.errors import ResourceExhausted
-from nsinspect.agent.spawn import REAPER_ENV, default_reaper
+from nsinspect.agent.spawn import REAPER_ENV, default_reaper, sealed_copy
 
 log = logging.getLogger(__name__)
 HELPER = (sys.executable, "-m", "nsinspect.agent.enter")
@@ -52,7 +51,6 @@ CHUNK = 1 << 20  # the most one output message carries
 BATCH = 256 * 1024  # in a bulk stream, what a message waits for (see Session.read_output)
 PIPE_SIZE = 1 << 20
 KILL_PASSES, KILL_WITHIN = 1000, 5.0
-ANCILLARY = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(16 * 4)  # a struct ucred, and room for stray fds
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 
 
@@ -86,15 +84,7 @@ def _popen_helper(mode: str, sock: int, env: dict[str, str]) -> subprocess.Popen
     process that can ptrace opens /proc/<reaper>/exe, which would be the node's python3, to rewrite
     once nothing runs it. The copy (about 7 MB, 3 ms, once) cannot be written: it is sealed."""
     if not _interpreter:
-        fd = os.memfd_create("nsinspect-python", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        with open(os.path.realpath(sys.executable), "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            copied = 0
-            while copied < size:
-                copied += os.sendfile(fd, f.fileno(), copied, size - copied)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
-                    | fcntl.F_SEAL_WRITE)
-        _interpreter.append(fd)
+        _interpreter.append(sealed_copy(os.path.realpath(sys.executable), "nsinspect-python"))
     exe = _interpreter[0]
     return subprocess.Popen([*HELPER, mode, str(sock)], executable=f"/proc/self/fd/{exe}",
                             env={**env, EXE_ENV: str(exe)}, pass_fds=(sock, exe), stdin=subprocess.DEVNULL,
@@ -601,19 +591,13 @@ class Session:
     def _drain_status(self) -> bool:
         """Take one message from the status socket; False when none is waiting or the helper is gone."""
         try:
-            data, ancillary, _, _ = self.status.recvmsg(MSG_MAX, ANCILLARY,
-                                                        socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            data, fds, sender = recv_from(self.status, nowait=True)
         except BlockingIOError:
             return False
         except OSError:
-            data, ancillary = b"", []
-        sender = 0
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                for fd in array.array("i", payload[:len(payload) - len(payload) % 4]):
-                    os.close(fd)  # nobody sends us fds
-            elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
-                sender = struct.unpack_from("=iII", payload)[0]
+            data, fds, sender = b"", [], 0
+        for fd in fds:
+            os.close(fd)  # nobody sends us fds
         if not data:
             self.helper_gone = True
             return False

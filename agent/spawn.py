@@ -52,7 +52,7 @@ def prepare_spawn(s: Entry) -> None:
     fields = [os.fsencode(path), b"1" if s.plan.tty else b"0", error.encode(errors="replace"), str(code).encode(),
               str(len(s.plan.argv)).encode(), *(os.fsencode(a) for a in s.plan.argv),
               str(len(s.env)).encode(), *(k + b"=" + v for k, v in s.env.items())]
-    s.spawn = b"".join(f + b"\0" for f in fields)
+    s.reaper_plan = b"".join(f + b"\0" for f in fields)
 
 
 def _exec_message(s: Entry, err: OSError) -> str:
@@ -63,10 +63,11 @@ def _exec_message(s: Entry, err: OSError) -> str:
     return f'"{name}": {os.strerror(err.errno or errno.EIO)}'
 
 
-def load_reaper(path: str) -> int:
-    """The reaper binary in a sealed memfd (close-on-exec: execveat of an ELF file needs no path),
-    made once per helper process."""
-    fd = os.memfd_create("nsinspect-exec", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+def sealed_copy(path: str, name: str) -> int:
+    """A program in a sealed memfd, to exec instead of its file: the exe of what runs from it cannot
+    be written (close-on-exec: execveat of an ELF file needs no path). For the reaper (once per
+    helper) and the helper's own interpreter (once per agent)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
