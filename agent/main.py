@@ -12,16 +12,17 @@ import sys
 import threading
 from pathlib import Path
 
-from nsinspect.agent import admission, auth, metrics, procns
-from nsinspect.agent.audit import AuditLog
-from nsinspect.agent.cri import CriClient, find_endpoint
-from nsinspect.agent.cri_resolver import CriResolver
-from nsinspect.agent.exec_service import ExecService
-from nsinspect.agent.observe_service import ObserveService
-from nsinspect.agent.proc_resolver import DEFAULT_STATE_DIRS, ProcResolver
-from nsinspect.agent.resolver import Resolver
-from nsinspect.agent.server import AgentService, Service, build_server
-from nsinspect.agent.spawn import default_reaper
+from .enter.spawn import default_reaper
+from .procfs import procns
+from .resolve.cri import CriClient, find_endpoint
+from .resolve.cri_source import CriResolver
+from .resolve.fallback import Resolver
+from .resolve.proc_source import DEFAULT_STATE_DIRS, ProcResolver
+from .server import admission, auth, metrics
+from .server.app import AgentService, Service, build_server
+from .server.audit import AuditLog
+from .server.exec_service import ExecService
+from .server.observe_service import ObserveService
 
 log = logging.getLogger("nsinspect.agent")
 _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -54,22 +55,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"{admission.RESERVED_WORKERS}, kept for health checks and short calls (default 16)")
     p.add_argument("--cpu-sample-ms", type=int, default=250, metavar="MS",
                    help="how long ListProcesses samples CPU use when the request does not say (0: lifetime averages)")
-    # exec (agent/exec_service.py)
+    # exec (agent/server/exec_service.py)
     p.add_argument("--toolbox", metavar="DIR", default="",
                    help="root filesystem of tools for `exec --tools` (e.g. bin/busybox and its applets)")
     p.add_argument("--reaper", metavar="FILE", default=default_reaper(),
-                   help="the session reaper, a static program built from agent/reaper.c (default: "
+                   help="the session reaper, a static program built from agent/enter/reaper.c (default: "
                         "$NSINSPECT_REAPER, else libexec/nsinspect-reaper of the agent's Python prefix)")
     p.add_argument("--max-sessions", type=int, default=8, metavar="N",
                    help="concurrent exec sessions; more are refused with RESOURCE_EXHAUSTED (default 8)")
     p.add_argument("--idle-timeout", type=float, default=0.0, metavar="SECONDS",
                    help="end exec sessions without input or output for this long (default 0: never)")
-    admission.add_flags(p)  # streams that hold a worker before they are authorized: agent/admission.py
+    admission.add_flags(p)  # streams that hold a worker before they are authorized: agent/server/admission.py
     p.add_argument("--audit-log", default="-", metavar="FILE",
                    help="audit log, JSON lines: every call admitted or refused, every exec session (default -: stdout)")
     p.add_argument("--exec-helper", choices=("forkserver", "spawn"), default="forkserver",
                    help="enter namespaces from a helper started once (default) or one spawned per session")
-    auth.add_flags(p)  # who may call: agent/auth.py
+    auth.add_flags(p)  # who may call: agent/server/auth.py
     p.add_argument("--metrics-listen", type=metrics.listen_flag, default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics, loopback addresses only; "
                         "port 0: any free one (default: off)")
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def services(resolver: Resolver, args: argparse.Namespace, guard: auth.Guard,
              counters: metrics.Metrics) -> list[Service]:
     """Every gRPC service the agent serves; each feature adds its own here. Each handler asks
-    `guard` (agent/auth.py) whether its caller may do this to its target."""
+    `guard` (agent/server/auth.py) whether its caller may do this to its target."""
     exec_service = ExecService.from_args(resolver, args, guard)
     counters.count_sessions(lambda: len(exec_service.sessions))
     return [AgentService(resolver, guard, args.node_name),

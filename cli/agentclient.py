@@ -1,6 +1,6 @@
 """Reach an agent with the caller's credentials, and turn its gRPC failures into one-line messages.
 
-The agent authenticates every call but health (agent/auth.py): over its unix socket the caller is
+The agent authenticates every call but health (agent/server/auth.py): over its unix socket the caller is
 root on the node; over TCP the CLI sends a bearer token (--token, else the kubeconfig user's) and,
 for agents that serve mTLS, a client certificate (--tls-cert/--tls-key, server checked with --tls-ca).
 A token goes only over TLS or to a local address (unix socket, loopback, the port-forward relay):
@@ -19,9 +19,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from nsinspect.cli.errors import CliError
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
+
+from .errors import CliError
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def credentials(args: argparse.Namespace, kube: Any | None = None) -> Credential
         raise CliError("--tls-cert and --tls-key go together")
     token = getattr(args, "token", None) or ""
     if not token and kube is not None:
-        from nsinspect.cli import kube as kubemod  # noqa: PLC0415 - the kubernetes client is slow to import
+        from . import kube as kubemod  # noqa: PLC0415 - the kubernetes client is slow to import
 
         token, why = kubemod.bearer_token(kube)
         if not token and not tls["tls_cert"]:
@@ -110,7 +111,7 @@ def call(args: argparse.Namespace, stub: Callable[[grpc.Channel], Any], method: 
     """One unary call to the agent that serves args' pod (directly or through Kubernetes).
 
     `build` makes the request once the namespace is known (the context's, when -n is not given)."""
-    from nsinspect.cli.target import reach  # noqa: PLC0415
+    from .target import reach  # noqa: PLC0415
 
     with reach(args) as agent, open_channel(agent.address, agent.credentials) as channel:
         try:

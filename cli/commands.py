@@ -8,11 +8,12 @@ from typing import Any
 
 import grpc
 
-from nsinspect.cli import facts, render
-from nsinspect.cli.agentclient import call, connect, credentials, explain
-from nsinspect.cli.errors import EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, CliError
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
+
+from . import facts, render
+from .agentclient import call, connect, credentials, explain
+from .errors import EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, CliError
 
 
 def _agent_address(args: argparse.Namespace) -> str:
@@ -27,7 +28,7 @@ def _emit(msg: pb.InspectResponse | pb.NodeMapResponse, text: str, args: argpars
 
 def run_ns(args: argparse.Namespace) -> int:
     if args.selector:
-        from nsinspect.cli import fanout  # noqa: PLC0415 - it needs the kubernetes client, slow to import
+        from . import fanout  # noqa: PLC0415 - it needs the kubernetes client, slow to import
 
         def ask(channel: grpc.Channel, pod: Any) -> pb.InspectResponse:
             request = pb.InspectRequest(pod=pb.PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name),
@@ -60,7 +61,7 @@ def run_nsmap(args: argparse.Namespace) -> int:
     if not args.agent:
         if not (args.node or args.all_nodes):
             raise CliError("nsmap needs --agent ADDR, --node NODE or --all-nodes", exit_code=2)
-        from nsinspect.cli import fanout  # noqa: PLC0415 - it needs the kubernetes client, slow to import
+        from . import fanout  # noqa: PLC0415 - it needs the kubernetes client, slow to import
 
         def ask(channel: grpc.Channel, _: Any) -> pb.NodeMapResponse:
             return pb_grpc.AgentStub(channel).NodeMap(pb.NodeMapRequest(types=args.type), timeout=args.timeout)

@@ -70,7 +70,7 @@ def _namespace(words: list[str]) -> str | None:
 
 def pod_names(namespace: str | None) -> list[str]:
     try:
-        from nsinspect.cli import kube  # noqa: PLC0415
+        from . import kube  # noqa: PLC0415
 
         k = kube.connect(argparse.Namespace(kubeconfig=None, context=None))
         return sorted(p.metadata.name for p in k.core.list_namespaced_pod(namespace or k.namespace,
@@ -80,7 +80,7 @@ def pod_names(namespace: str | None) -> list[str]:
 
 
 def run_complete(args: argparse.Namespace) -> int:
-    from nsinspect.cli.main import build_parser  # noqa: PLC0415
+    from .main import build_parser  # noqa: PLC0415
 
     print("\n".join(candidates(build_parser(), args.words or [""])))
     return 0

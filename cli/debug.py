@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from nsinspect.cli.errors import EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, CliError
+from .errors import EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, CliError
 
 # kubectl debug's profiles, as they shape an ephemeral container's securityContext.
 PROFILES: dict[str, dict[str, Any] | None] = {
@@ -147,10 +147,11 @@ def verify_containers(args: argparse.Namespace, names: list[str]) -> int:
     """Inspect each named container through the node's agent and print its verification."""
     import grpc  # noqa: PLC0415
 
-    from nsinspect.cli import facts, render  # noqa: PLC0415
-    from nsinspect.cli.agentclient import connect, explain  # noqa: PLC0415
-    from nsinspect.cli.target import reach  # noqa: PLC0415
     from nsinspect.proto import agent_pb2 as pb  # noqa: PLC0415
+
+    from . import facts, render  # noqa: PLC0415
+    from .agentclient import connect, explain  # noqa: PLC0415
+    from .target import reach  # noqa: PLC0415
 
     verdicts: list[int] = []
     with reach(args) as agent:
@@ -185,7 +186,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_debug(args: argparse.Namespace) -> int:
-    from nsinspect.cli import kube  # noqa: PLC0415
+    from . import kube  # noqa: PLC0415
 
     if args.agent:
         raise CliError("debug adds an ephemeral container through Kubernetes: drop --agent")
@@ -228,7 +229,7 @@ def attach(args: argparse.Namespace, name: str) -> int:
 
 def _session(args: argparse.Namespace, *, container: str, tools: bool) -> int:
     """An exec session through the agent with debug's command, environment and terminal flags."""
-    from nsinspect.cli import exec as execcmd  # noqa: PLC0415
+    from . import exec as execcmd  # noqa: PLC0415
 
     session = argparse.Namespace(**vars(args))
     session.container, session.tools = container, tools

@@ -21,14 +21,15 @@ from typing import Any
 
 import grpc
 
-from nsinspect.cli import tty
-from nsinspect.cli.agentclient import explain, open_channel
-from nsinspect.cli.errors import EXIT_USAGE, CliError
-from nsinspect.cli.target import reach
 from nsinspect.proto import agent_pb2
 from nsinspect.proto import exec_pb2 as pb
 from nsinspect.proto import exec_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
+
+from . import tty
+from .agentclient import explain, open_channel
+from .errors import EXIT_USAGE, CliError
+from .target import reach
 
 EXIT_SIGNAL_BASE = 128
 CHUNK = 64 * 1024

@@ -22,7 +22,7 @@ def from_pod(pod: Any) -> pb.PodFacts:
 
 def with_targets(facts: pb.PodFacts, pairs: list[str]) -> pb.PodFacts:
     """Add `--target CONTAINER=TARGET` pairs (they win over the spec)."""
-    from nsinspect.cli.errors import CliError  # noqa: PLC0415
+    from .errors import CliError  # noqa: PLC0415
 
     for pair in pairs:
         container, sep, target = pair.partition("=")

@@ -17,10 +17,10 @@ import grpc
 from google.protobuf.message import Message
 from kubernetes.client.exceptions import ApiException
 
-from nsinspect.cli import kube, portforward, render
-from nsinspect.cli.agentclient import Credentials, credentials, explain, open_channel
-from nsinspect.cli.errors import EXIT_ERROR, CliError
-from nsinspect.cli.target import agent_port
+from . import kube, portforward, render
+from .agentclient import Credentials, credentials, explain, open_channel
+from .errors import EXIT_ERROR, CliError
+from .target import agent_port
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from nsinspect.cli.errors import CliError
+from .errors import CliError
 
 AGENT_NAMESPACE = "nsinspect-system"
 AGENT_SELECTOR = "app.kubernetes.io/name=nsinspect-agent"

@@ -12,8 +12,8 @@ import os
 import sys
 from typing import Any
 
-from nsinspect.cli.errors import EXIT_CODES_HELP as EPILOG
-from nsinspect.cli.errors import CliError
+from .errors import EXIT_CODES_HELP as EPILOG
+from .errors import CliError
 
 # Before any command imports grpc: its C core would print TLS handshake failures to stderr at INFO,
 # on top of our one-line error.
@@ -29,7 +29,7 @@ def _common(p: argparse.ArgumentParser, pod: bool = True) -> None:
     p.add_argument("--agent", metavar="ADDR", default=os.environ.get("NSINSPECT_AGENT"),
                    help="talk to this agent directly (unix:///path or host:port) instead of through Kubernetes "
                         "(default $NSINSPECT_AGENT)")
-    creds = p.add_argument_group("credentials for the agent (agent/auth.py checks every call)")
+    creds = p.add_argument_group("credentials for the agent (agent/server/auth.py checks every call)")
     creds.add_argument("--token", default=os.environ.get("NSINSPECT_TOKEN"), metavar="TOKEN",
                        help="bearer token, audience nsinspect (default $NSINSPECT_TOKEN, else the kubeconfig user's; "
                             "none needed on the agent's unix socket)")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from nsinspect.cli import render
-from nsinspect.cli.agentclient import call
-from nsinspect.cli.errors import EXIT_OK
-from nsinspect.cli.ps import emit, pod_ref, printable
 from nsinspect.proto import observe_pb2 as pb
 from nsinspect.proto import observe_pb2_grpc as pb_grpc
+
+from . import render
+from .agentclient import call
+from .errors import EXIT_OK
+from .ps import emit, pod_ref, printable
 
 
 def run_net(args: argparse.Namespace) -> int:

@@ -16,8 +16,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
-from nsinspect.cli.errors import CliError
-from nsinspect.cli.kube import Kube, api_error
+from .errors import CliError
+from .kube import Kube, api_error
 
 
 def open_stream(kube: Kube, namespace: str, pod: str, port: int) -> Any:

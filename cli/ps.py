@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from nsinspect.cli import render
-from nsinspect.cli.agentclient import call
-from nsinspect.cli.errors import EXIT_OK, CliError
 from nsinspect.proto import agent_pb2
 from nsinspect.proto import observe_pb2 as pb
 from nsinspect.proto import observe_pb2_grpc as pb_grpc
+
+from . import render
+from .agentclient import call
+from .errors import EXIT_OK, CliError
 
 R = TypeVar("R")
 OUTSIDE = "(outside)"
@@ -60,7 +61,7 @@ def run_ps(args: argparse.Namespace) -> int:
 
 
 def _run_many(args: argparse.Namespace) -> int:
-    from nsinspect.cli import fanout  # noqa: PLC0415
+    from . import fanout  # noqa: PLC0415
 
     def ask(channel: grpc.Channel, pod: Any) -> pb.ListProcessesResponse:
         ref = agent_pb2.PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name)

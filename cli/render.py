@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from nsinspect.agent.model import NS_TYPES
+from nsinspect.agent.core.model import NS_TYPES
 from nsinspect.proto import agent_pb2 as pb
 
 VERDICT_WORDS = {pb.VERDICT_OK: "ok", pb.VERDICT_MISMATCH: "MISMATCH", pb.VERDICT_UNKNOWN: "unknown",

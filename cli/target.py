@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from nsinspect.cli.agentclient import Credentials, credentials
-from nsinspect.cli.errors import CliError
+from .agentclient import Credentials, credentials
+from .errors import CliError
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def reach(args: argparse.Namespace) -> Iterator[Reached]:
         args.pod_object = None
         yield Reached(args.agent, None, credentials=credentials(args))
         return
-    from nsinspect.cli import kube, portforward  # noqa: PLC0415 - the kubernetes client is slow to import
+    from . import kube, portforward  # noqa: PLC0415 - the kubernetes client is slow to import
 
     k = kube.connect(args)
     creds = credentials(args, k)  # before anything is asked: no token is an error that says what to do

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab import runtime
-from tests.lab.config import LabConfig
-from tests.lab.pods import CANONICAL, Lab, LabPod
+from testbed.lab import runtime
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import CANONICAL, Lab, LabPod
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -58,5 +58,5 @@ def canonical(lab: Lab) -> dict[str, LabPod]:
     return {p.name: p for p in lab.pods() if p.spec.namespace == "default" and p.name in names}
 
 
-# The stand-in Kubernetes cluster's fixtures: tests/cluster/fixtures.py.
-from tests.cluster.fixtures import api_cluster, cluster, k8s, kubeconfig, user_client  # noqa: E402, F401
+# The stand-in Kubernetes cluster's fixtures: testbed/cluster/fixtures.py.
+from testbed.cluster.fixtures import api_cluster, cluster, k8s, kubeconfig, user_client  # noqa: E402, F401

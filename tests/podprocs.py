@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
-from nsinspect.agent.cri import CriClient
-from nsinspect.agent.cri_resolver import CriResolver
-from nsinspect.agent.model import PodRef
-from nsinspect.agent.proc_resolver import ProcResolver
-from nsinspect.agent.processes import ProcessFacts, ProcessLister
-from nsinspect.agent.resolver import Resolver
-from tests.lab.config import LabConfig
+from nsinspect.agent.core.model import PodRef
+from nsinspect.agent.observe.processes import ProcessFacts, ProcessLister
+from nsinspect.agent.resolve.cri import CriClient
+from nsinspect.agent.resolve.cri_source import CriResolver
+from nsinspect.agent.resolve.fallback import Resolver
+from nsinspect.agent.resolve.proc_source import ProcResolver
+from testbed.lab.config import LabConfig
 
 T = TypeVar("T")
 QUIET = "</dev/null >/dev/null 2>&1"  # ExecSync waits for the exec's output to close: detach background jobs

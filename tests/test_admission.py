@@ -24,18 +24,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from nsinspect.agent.admission import Limits
+from nsinspect.agent.server.admission import Limits
 from nsinspect.cli.agentclient import Credentials, open_channel
 from nsinspect.proto import agent_pb2, observe_pb2, observe_pb2_grpc
 from nsinspect.proto import exec_pb2 as pb
 from nsinspect.proto import exec_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests.agentproc import agent_argv, free_port, running_agent
-from tests.cluster.auth import USER_AUDIENCES, Token, User, rule
-from tests.cluster.standin import Cluster
-from tests.execclient import Live, run, start
-from tests.lab.config import LabConfig
-from tests.lab.pods import LabPod
+from testbed.agentproc import agent_argv, free_port, running_agent
+from testbed.cluster.auth import USER_AUDIENCES, Token, User, rule
+from testbed.cluster.standin import Cluster
+from testbed.execclient import Live, run, start
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import LabPod
 
 pytestmark = pytest.mark.lab
 Code = grpc.StatusCode

@@ -13,11 +13,11 @@ import pytest
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests.agentproc import running_agent
+from testbed.agentproc import running_agent
+from testbed.lab import runtime
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import CANONICAL, Lab, LabPod
 from tests.conftest import require_root
-from tests.lab import runtime
-from tests.lab.config import LabConfig
-from tests.lab.pods import CANONICAL, Lab, LabPod
 
 pytestmark = pytest.mark.lab
 

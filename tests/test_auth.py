@@ -24,20 +24,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from kubernetes import client
 
-from nsinspect.agent.server import _bind_address
+from nsinspect.agent.server.app import _bind_address
 from nsinspect.cli.agentclient import Credentials, open_channel
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto import exec_pb2_grpc, observe_pb2, observe_pb2_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests import toolbox
-from tests.agentproc import free_port, running_agent
-from tests.cluster.auth import ALICE, USER_AUDIENCES, Decision, Token, User, rule
-from tests.cluster.fixtures import client_for
-from tests.cluster.standin import Cluster
-from tests.execclient import run, start
-from tests.lab.config import LabConfig
-from tests.lab.pods import LabPod
+from testbed import toolbox
+from testbed.agentproc import free_port, running_agent
+from testbed.cluster.auth import ALICE, USER_AUDIENCES, Decision, Token, User, rule
+from testbed.cluster.fixtures import client_for
+from testbed.cluster.standin import Cluster
+from testbed.execclient import run, start
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import LabPod
 from tests.tlscerts import Pki
 
 pytestmark = pytest.mark.lab

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.bench.__main__ import main
+from testbed.bench.__main__ import main
+from testbed.lab.config import LabConfig
 from tests.conftest import require_root
-from tests.lab.config import LabConfig
 
 TINY = ["--processes", "50", "--pods", "3", "--pod-processes", "20", "--runs", "10", "--ps-runs", "3",
         "--exec-runs", "5", "--mib", "8", "--cli-runs", "2"]

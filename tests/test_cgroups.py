@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from nsinspect.agent.bundles import BundleStore, Scan, bundle_from_spec
-from nsinspect.agent.cgroups import (
+from nsinspect.agent.core.errors import NotFound
+from nsinspect.agent.core.model import NamespaceOptions, PodRef, Source
+from nsinspect.agent.resolve.bundles import BundleStore, Scan, bundle_from_spec
+from nsinspect.agent.resolve.cgroups import (
     CgroupMatch,
     CgroupTree,
     container_dirs,
@@ -27,9 +29,7 @@ from nsinspect.agent.cgroups import (
     read_process,
     read_procs,
 )
-from nsinspect.agent.errors import NotFound
-from nsinspect.agent.model import NamespaceOptions, PodRef, Source
-from nsinspect.agent.proc_resolver import ProcResolver
+from nsinspect.agent.resolve.proc_source import ProcResolver
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
 UID = "3f4e9a2c-7b1d-4c8e-9a6f-2d5b8c1e0f47"

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests import toolbox
-from tests.agentproc import free_port, running_agent
-from tests.cluster.auth import USER_AUDIENCES, Token, User, rule
-from tests.cluster.fixtures import client_for
-from tests.cluster.kubelet import KubeletOptions
-from tests.cluster.registry import UNMANAGED
-from tests.cluster.standin import TWO_NODES, Cluster
-from tests.lab.config import LabConfig
+from testbed import toolbox
+from testbed.agentproc import free_port, running_agent
+from testbed.cluster.auth import USER_AUDIENCES, Token, User, rule
+from testbed.cluster.fixtures import client_for
+from testbed.cluster.kubelet import KubeletOptions
+from testbed.cluster.registry import UNMANAGED
+from testbed.cluster.standin import TWO_NODES, Cluster
+from testbed.lab.config import LabConfig
 
 pytestmark = pytest.mark.lab
 

@@ -18,11 +18,11 @@ from kubernetes import watch as typed_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
-from tests.cluster import tls
-from tests.cluster.fixtures import request
-from tests.cluster.podspec import MIRROR_ANNOTATION
-from tests.cluster.portforward import Target
-from tests.cluster.standin import AGENT_NAMESPACE, TWO_NODES, Cluster
+from testbed.cluster import tls
+from testbed.cluster.fixtures import request
+from testbed.cluster.podspec import MIRROR_ANNOTATION
+from testbed.cluster.portforward import Target
+from testbed.cluster.standin import AGENT_NAMESPACE, TWO_NODES, Cluster
 
 # The generated models make every field Optional; tests read them as the plain values they are.
 client: Any = typed_client

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from kubernetes import client as typed_client
 
-from tests.cluster.standin import Cluster
+from testbed.cluster.standin import Cluster
+from testbed.lab.pods import Lab
 from tests.conftest import require
-from tests.lab.pods import Lab
 from tests.nsread import ns_ids
 
 # The generated models make every field Optional; tests read them as the plain values they are.

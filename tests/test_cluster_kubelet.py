@@ -20,11 +20,11 @@ from kubernetes.stream import portforward
 
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
-from tests.agentproc import running_agent
-from tests.cluster.kubelet import KubeletOptions
-from tests.cluster.standin import AGENT_NAMESPACE, TWO_NODES, Cluster
-from tests.lab.config import LabConfig
-from tests.lab.pods import Lab
+from testbed.agentproc import running_agent
+from testbed.cluster.kubelet import KubeletOptions
+from testbed.cluster.standin import AGENT_NAMESPACE, TWO_NODES, Cluster
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import Lab
 from tests.nsread import host_pid, ns_ids
 
 # The generated models make every field Optional; tests read them as the plain values they are.

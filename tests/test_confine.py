@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from testbed.execclient import Live, run, start
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 from tests import attack, test_exec
-from tests.execclient import Live, run, start
-from tests.lab.config import LabConfig
-from tests.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 from tests.test_exec import Agent, eventually, in_pid_ns, status_fields
 
 pytestmark = pytest.mark.lab

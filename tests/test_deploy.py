@@ -21,15 +21,15 @@ import pytest
 import yaml
 
 from nsinspect.agent.main import parse_args
-from nsinspect.agent.server import _bind_address
+from nsinspect.agent.server.app import _bind_address
 from nsinspect.cli import kube
-from tests import toolbox
+from testbed import toolbox
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import LabPod
 from tests.conftest import require, require_root
-from tests.lab.config import LabConfig
-from tests.lab.pods import LabPod
 
 if TYPE_CHECKING:
-    from tests.cluster.standin import Cluster
+    from testbed.cluster.standin import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -265,9 +265,9 @@ def test_roles_grant_exactly_the_documented_verbs(docs: list[Doc]) -> None:
 
 
 def test_the_agent_checks_what_the_roles_grant(docs: list[Doc]) -> None:
-    """Every permission agent/auth.py's POLICY asks for is granted by a user role, and by the role
+    """Every permission agent/server/auth.py's POLICY asks for is granted by a user role, and by the role
     whose comment names that check; none of them is a real kubelet or API permission it could open."""
-    from nsinspect.agent import auth  # noqa: PLC0415
+    from nsinspect.agent.server import auth  # noqa: PLC0415
 
     asked = {p for rule in auth.POLICY.values() for p in (*rule.needs, *rule.elevated)}
     granted = {g for key, grants_ in RBAC.items() if key[1] != "nsinspect-agent" for g in grants_}
@@ -359,7 +359,7 @@ class CappedAgent:
 
     def __init__(self, cfg: LabConfig, agent: Doc, caps: set[str], tools: Path, log: Path,
                  api: Cluster) -> None:
-        from tests.agentproc import free_port  # noqa: PLC0415 - grpc only where an agent runs
+        from testbed.agentproc import free_port  # noqa: PLC0415 - grpc only where an agent runs
 
         self.port = free_port()
         args = []
@@ -381,7 +381,7 @@ class CappedAgent:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=out)
         try:
-            from tests.agentproc import wait_healthy  # noqa: PLC0415 - grpc only where an agent runs
+            from testbed.agentproc import wait_healthy  # noqa: PLC0415 - grpc only where an agent runs
 
             wait_healthy(f"127.0.0.1:{self.port}", self.proc)
         except BaseException:
@@ -416,7 +416,7 @@ def lab_toolbox(lab_cfg: LabConfig) -> Path:
 
 @pytest.fixture(scope="module")
 def standin() -> Iterator[Cluster]:
-    from tests.cluster.standin import Cluster  # noqa: PLC0415
+    from testbed.cluster.standin import Cluster  # noqa: PLC0415
 
     with Cluster() as api:
         yield api

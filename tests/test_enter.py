@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from nsinspect.agent import procns
-from nsinspect.agent.enter import Plan
-from nsinspect.agent.sessions import Cgroup, ForkServer, Session, Sessions
+from nsinspect.agent.enter.helper import Plan
+from nsinspect.agent.enter.sessions import Cgroup, ForkServer, Session, Sessions
+from nsinspect.agent.procfs import procns
+from testbed.lab.pods import LabPod
 from tests.conftest import require_root
-from tests.lab.pods import LabPod
 
 pytestmark = pytest.mark.root
 TYPES = ("mnt", "pid", "net", "ipc", "uts", "cgroup")

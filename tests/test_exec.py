@@ -25,12 +25,12 @@ from nsinspect.proto import agent_pb2, agent_pb2_grpc
 from nsinspect.proto import exec_pb2 as pb
 from nsinspect.proto import exec_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests import toolbox
-from tests.agentproc import running_agent
-from tests.execclient import Live, run, start
-from tests.lab.config import LabConfig
-from tests.lab.images import DISTROLESS
-from tests.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
+from testbed import toolbox
+from testbed.agentproc import running_agent
+from testbed.execclient import Live, run, start
+from testbed.lab.config import LabConfig
+from testbed.lab.images import DISTROLESS
+from testbed.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 
 pytestmark = pytest.mark.lab
 MAX_SESSIONS = 3
@@ -52,7 +52,7 @@ class Agent:
         found = []
         for proc in self.proc.children(recursive=True):
             try:
-                idle = "nsinspect.agent.enter" in " ".join(proc.cmdline()) and \
+                idle = "nsinspect.agent.enter.helper" in " ".join(proc.cmdline()) and \
                     proc.name() not in ("nsinspect-enter", "nsinspect-exec")
             except psutil.NoSuchProcess:
                 continue
@@ -67,7 +67,7 @@ class Agent:
             try:
                 count = len(os.listdir(f"/proc/{self.proc.pid}/fd"))
                 for helper in self.proc.children():
-                    if "nsinspect.agent.enter" in " ".join(helper.cmdline()):
+                    if "nsinspect.agent.enter.helper" in " ".join(helper.cmdline()):
                         spares = [c for c in helper.children()
                                   if c.name() not in ("nsinspect-enter", "nsinspect-exec")]
                         count += len(os.listdir(f"/proc/{helper.pid}/fd")) - len(spares)

@@ -15,7 +15,7 @@ review of the confinement work; run against the real agent and the lab's contain
    which runs as the node's root.
 7. A pod with CAP_SYS_ADMIN and CAP_SYS_PTRACE opens the files the reaper maps through
    /proc/<reaper>/map_files: a forked Python mapped the node's libc and ld.so, writable. The reaper is
-   now a static program exec'd from a sealed memfd (agent/reaper.c): it maps no file of the node's.
+   now a static program exec'd from a sealed memfd (agent/enter/reaper.c): it maps no file of the node's.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nsinspect.agent import enter as enter_module
+from nsinspect.agent.enter import helper as enter_module
+from testbed.execclient import Live, run, start
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 from tests import attack, test_exec
-from tests.execclient import Live, run, start
-from tests.lab.config import LabConfig
-from tests.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 from tests.test_exec import Agent, eventually
 
 pytestmark = pytest.mark.lab

@@ -5,7 +5,7 @@ container's process is already being traced (a debugger, strace), so its seccomp
 read (PTRACE_SECCOMP_GET_FILTER needs the tracer's seat). A user with `create pods/exec` alone is
 refused with the reason; a user who also holds `create pods/nsenter` gets the session, without the
 filter, and the audit says what was missing. The agent's own check of a session's confinement
-(agent/confinecheck.py) is tried on real processes that differ from their container.
+(agent/enter/confinecheck.py) is tried on real processes that differ from their container.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from typing import Any
 import grpc
 import pytest
 
-from nsinspect.agent import confinecheck
+from nsinspect.agent.enter import confinecheck
 from nsinspect.cli.agentclient import Credentials, open_channel
 from nsinspect.proto import exec_pb2_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests.agentproc import free_port, running_agent
-from tests.cluster.standin import Cluster
-from tests.execclient import run, start
-from tests.lab.config import LabConfig
-from tests.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
+from testbed.agentproc import free_port, running_agent
+from testbed.cluster.standin import Cluster
+from testbed.execclient import run, start
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 from tests.test_auth import TOKENS, setup_users
 
 pytestmark = pytest.mark.lab

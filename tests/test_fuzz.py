@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from nsinspect.agent.model import NS_TYPES
+from nsinspect.agent.core.model import NS_TYPES
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto import exec_pb2 as xpb
@@ -34,11 +34,11 @@ from nsinspect.proto import exec_pb2_grpc as xpb_grpc
 from nsinspect.proto import observe_pb2 as opb
 from nsinspect.proto import observe_pb2_grpc as opb_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests import toolbox
-from tests.agentproc import running_agent
-from tests.cluster.standin import Cluster
-from tests.lab.config import LabConfig
-from tests.lab.pods import ContainerSpec, Lab, PodSpec
+from testbed import toolbox
+from testbed.agentproc import running_agent
+from testbed.cluster.standin import Cluster
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import ContainerSpec, Lab, PodSpec
 
 pytestmark = pytest.mark.lab
 Code = grpc.StatusCode
@@ -277,6 +277,6 @@ def test_the_agent_survived(agent: Agent, tmp_path: Path) -> None:
         except psutil.NoSuchProcess:  # the session that just ended, reaped between the two reads
             return "(gone)"
 
-    children = [a for p in agent.proc.children(recursive=True) if "nsinspect.agent.enter" not in (a := argv(p))]
+    children = [a for p in agent.proc.children(recursive=True) if "nsinspect.agent.enter.helper" not in (a := argv(p))]
     assert not [a for a in children if a.split(" ")[0].rsplit("/", 1)[-1] in ("cat", "echo", "true")], children
     assert subprocess.run(["true"]).returncode == 0

@@ -10,15 +10,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from nsinspect.agent.cri import CriClient
-from nsinspect.agent.cri_resolver import CriResolver
-from nsinspect.agent.errors import InvalidArgument, NotFound, NotRunning
-from nsinspect.agent.inspector import Inspection, Inspector
-from nsinspect.agent.model import NS_TYPES, PodFacts, PodRef, Source, Verdict
-from nsinspect.agent.proc_resolver import ProcResolver
-from nsinspect.agent.resolver import Resolver
-from tests.lab.config import LabConfig
-from tests.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
+from nsinspect.agent.core.errors import InvalidArgument, NotFound, NotRunning
+from nsinspect.agent.core.model import NS_TYPES, PodFacts, PodRef, Source, Verdict
+from nsinspect.agent.observe.inspect import Inspection, Inspector
+from nsinspect.agent.resolve.cri import CriClient
+from nsinspect.agent.resolve.cri_source import CriResolver
+from nsinspect.agent.resolve.fallback import Resolver
+from nsinspect.agent.resolve.proc_source import ProcResolver
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 from tests.nsread import ns_ids
 
 pytestmark = pytest.mark.lab

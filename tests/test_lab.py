@@ -12,9 +12,9 @@ import psutil
 import pytest
 
 from nsinspect.proto.rpcerror import rpc_status
-from tests.lab import images, runtime
-from tests.lab.config import POD_SUBNET, LabConfig
-from tests.lab.pods import ContainerSpec, Lab, LabError, LabPod, PodSpec
+from testbed.lab import images, runtime
+from testbed.lab.config import POD_SUBNET, LabConfig
+from testbed.lab.pods import ContainerSpec, Lab, LabError, LabPod, PodSpec
 from tests.nsread import host_pid, ns_ids
 
 pytestmark = pytest.mark.lab

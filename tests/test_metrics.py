@@ -19,16 +19,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from nsinspect.agent import metrics
 from nsinspect.agent.main import parse_args
+from nsinspect.agent.server import metrics
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto import exec_pb2_grpc, observe_pb2, observe_pb2_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests.agentproc import Labels, Samples, free_port, logged_metrics_url, running_agent, scrape
-from tests.execclient import Live, run, start
-from tests.lab.config import LabConfig
-from tests.lab.pods import LabPod
+from testbed.agentproc import Labels, Samples, free_port, logged_metrics_url, running_agent, scrape
+from testbed.execclient import Live, run, start
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import LabPod
 
 INSPECT, LIST = "/nsinspect.v1.Agent/Inspect", "/nsinspect.v1.Observe/ListProcesses"
 EXEC, REFLECTION = "/nsinspect.v1.Exec/Exec", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"

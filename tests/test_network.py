@@ -16,14 +16,14 @@ import grpc
 import psutil
 import pytest
 
-from nsinspect.agent.model import PodRef
-from nsinspect.agent.network import NetInfo, NetInspector, Socket
+from nsinspect.agent.core.model import PodRef
+from nsinspect.agent.observe.network import NetInfo, NetInspector, Socket
 from nsinspect.proto import agent_pb2, observe_pb2
 from nsinspect.proto import observe_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests.agentproc import running_agent
-from tests.lab.config import LabConfig
-from tests.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
+from testbed.agentproc import running_agent
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 from tests.podprocs import QUIET, by_argv, host_process, lister_for, listing, until
 
 pytestmark = pytest.mark.lab

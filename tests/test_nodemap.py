@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from nsinspect.agent import procns
-from nsinspect.agent.errors import InvalidArgument
-from nsinspect.agent.model import (
+from nsinspect.agent.core.errors import InvalidArgument
+from nsinspect.agent.core.model import (
     NS_TYPES,
     ContainerInfo,
     NamespaceId,
@@ -28,9 +27,10 @@ from nsinspect.agent.model import (
     SandboxInfo,
     Source,
 )
-from nsinspect.agent.nodemap import HOST, UNKNOWN, _resolve, build_node_map
+from nsinspect.agent.observe.nodemap import HOST, UNKNOWN, _resolve, build_node_map
+from nsinspect.agent.procfs import procns
+from testbed.lab.pods import Lab, LabPod
 from tests.conftest import require_root
-from tests.lab.pods import Lab, LabPod
 from tests.nsread import host_pid, ns_ids
 
 Key = tuple[str, int]  # (type, inode), what lsns prints

@@ -1,4 +1,4 @@
-"""The node pass for outsiders (agent/outsiders.py) is shared by concurrent requests, and never
+"""The node pass for outsiders (agent/observe/outsiders.py) is shared by concurrent requests, and never
 older than the request: a request joins the next pass that has not started, never one under way."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from functools import partial
 
 import pytest
 
-from nsinspect.agent import outsiders
-from nsinspect.agent.model import PodRef
-from nsinspect.agent.outsiders import Joined, OutsiderScan, Query, WalkHelper
-from nsinspect.agent.processes import ProcessFacts, ProcessLister
-from tests.lab.config import LabConfig
-from tests.lab.pods import CANONICAL, ContainerSpec, Lab, LabPod, PodSpec
+from nsinspect.agent.core.model import PodRef
+from nsinspect.agent.observe import outsiders
+from nsinspect.agent.observe.outsiders import Joined, OutsiderScan, Query, WalkHelper
+from nsinspect.agent.observe.processes import ProcessFacts, ProcessLister
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import CANONICAL, ContainerSpec, Lab, LabPod, PodSpec
 from tests.podprocs import by_argv, host_process, lister_for, listing_until, until
 
 

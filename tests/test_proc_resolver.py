@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from nsinspect.agent import procns
-from nsinspect.agent.errors import NotFound, RuntimeUnavailable
-from nsinspect.agent.model import NamespaceOptions, PodInfo, PodRef, Source
-from nsinspect.agent.proc_resolver import ProcResolver
+from nsinspect.agent.core.errors import NotFound, RuntimeUnavailable
+from nsinspect.agent.core.model import NamespaceOptions, PodInfo, PodRef, Source
+from nsinspect.agent.procfs import procns
+from nsinspect.agent.resolve.proc_source import ProcResolver
 from nsinspect.proto import cri_pb2 as cri
+from testbed.lab import runtime
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import CANONICAL, ContainerSpec, Lab, LabPod, PodSpec, _sandbox_config
 from tests.conftest import require, require_root
-from tests.lab import runtime
-from tests.lab.config import LabConfig
-from tests.lab.pods import CANONICAL, ContainerSpec, Lab, LabPod, PodSpec, _sandbox_config
 
 pytestmark = pytest.mark.lab
 

@@ -17,16 +17,16 @@ import grpc
 import psutil
 import pytest
 
-from nsinspect.agent.errors import NotFound, NotRunning
-from nsinspect.agent.model import PodRef
-from nsinspect.agent.processes import ProcessFacts, ProcessLister
+from nsinspect.agent.core.errors import NotFound, NotRunning
+from nsinspect.agent.core.model import PodRef
+from nsinspect.agent.observe.processes import ProcessFacts, ProcessLister
 from nsinspect.proto import agent_pb2, observe_pb2
 from nsinspect.proto import observe_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
-from tests.agentproc import running_agent
-from tests.lab.config import LabConfig
-from tests.lab.images import DISTROLESS
-from tests.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
+from testbed.agentproc import running_agent
+from testbed.lab.config import LabConfig
+from testbed.lab.images import DISTROLESS
+from testbed.lab.pods import ContainerSpec, Lab, LabPod, PodSpec
 from tests.nsread import host_pid
 from tests.podprocs import QUIET, by_argv, host_process, lister_for, listing, listing_until, until
 

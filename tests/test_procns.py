@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nsinspect.agent import procns
-from nsinspect.agent.model import NS_TYPES
+from nsinspect.agent.core.model import NS_TYPES
+from nsinspect.agent.procfs import procns
 from tests.conftest import require_root
 from tests.nsread import host_pid, ns_ids
 

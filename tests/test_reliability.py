@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from testbed.lab.config import LabConfig
+from testbed.lab.pods import LabPod
+from testbed.reliability import leaks, load, restart
+from testbed.reliability.__main__ import SHORT_LOAD, SHORT_SESSIONS
 from tests.conftest import require_root
-from tests.lab.config import LabConfig
-from tests.lab.pods import LabPod
-from tests.reliability import leaks, load, restart
-from tests.reliability.__main__ import SHORT_LOAD, SHORT_SESSIONS
 
 pytestmark = pytest.mark.lab
 

@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import pytest
 
-from nsinspect.agent.errors import NotFound, ResourceExhausted
-from nsinspect.agent.server import _errors
+from nsinspect.agent.core.errors import NotFound, ResourceExhausted
+from nsinspect.agent.server.app import _errors
 from nsinspect.proto.rpcerror import rpc_status
 
 

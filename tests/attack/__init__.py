@@ -11,8 +11,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.lab import runtime
-from tests.lab.config import LabConfig
+from testbed.lab import runtime
+from testbed.lab.config import LabConfig
 
 HERE = Path(__file__).parent
 FDSCAN = HERE / "fdscan.c"

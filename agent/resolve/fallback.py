@@ -1,0 +1,117 @@
+"""Pick the source of truth for a pod: the runtime's CRI API, else /proc and the runtime's bundles.
+
+When CRI fails, callers are answered from /proc at once, and CRI is not asked again for
+`retry_after` seconds, so a dead runtime costs one timeout, not one per request. Each answer is
+counted by its source, each failed CRI call by its kind (agent/server/metrics.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..core.errors import NotFound, NotRunning, RuntimeUnavailable
+from ..core.model import PodInfo, PodRef
+from ..server.metrics import Metrics
+from .cri import CriUnavailable
+from .cri_source import CriResolver
+from .proc_source import ProcResolver
+
+log = logging.getLogger(__name__)
+
+
+class Resolver:
+    def __init__(self, cri: CriResolver | None, proc: ProcResolver, retry_after: float = 1.0,
+                 metrics: Metrics | None = None) -> None:
+        self.cri = cri
+        self.proc = proc
+        self.retry_after = retry_after
+        self.metrics = metrics or Metrics()
+        self._cri_down_until = 0.0
+        self._cri_error = "no CRI endpoint configured or found" if cri is None else ""
+        self._lock = threading.Lock()
+
+    def _cri_usable(self) -> CriResolver | None:
+        with self._lock:
+            return self.cri if self.cri is not None and time.monotonic() >= self._cri_down_until else None
+
+    def _cri_failed(self, err: RuntimeUnavailable) -> None:
+        self.metrics.runtime_error(err.kind if isinstance(err, CriUnavailable) else "unavailable")
+        with self._lock:
+            if not self._cri_down_until or time.monotonic() >= self._cri_down_until:
+                log.warning("CRI unavailable, answering from /proc", extra={"error": str(err)})
+            self._cri_down_until = time.monotonic() + self.retry_after
+            self._cri_error = str(err)
+
+    def _cri_ok(self) -> None:
+        with self._lock:
+            if self._cri_down_until:
+                log.info("CRI is back")
+            self._cri_down_until = 0.0
+
+    def resolve(self, ref: PodRef, fresh: bool = False) -> PodInfo:
+        """The pod `ref` names, from the best source; every part of `ref` that is given must match."""
+        pod = self._resolve(ref, fresh)
+        for part, want, got in (("namespace", ref.namespace, pod.namespace), ("name", ref.name, pod.name),
+                                ("UID", ref.uid, pod.uid)):
+            if want and want != got:
+                raise NotFound(f"pod {ref} not found on this node (its {part} is not {want!r})")
+        return pod
+
+    def running(self, ref: PodRef, container: str = "", fresh: bool = False) -> PodInfo:
+        """The pod, with `container` (if given) running, else with a ready sandbox: what every
+        call that reads processes needs. A container not seen yet gets one uncached look."""
+        pod = self.resolve(ref, fresh)
+        if container and pod.container(container) is None and not fresh:
+            pod = self.resolve(ref, fresh=True)
+        if container:
+            found = pod.container(container)
+            if found is None:
+                raise NotFound(f'container "{container}" not found in pod {pod.namespace}/{pod.name}')
+            if found.state != "running":
+                raise NotRunning(f'container "{container}" of pod {pod.namespace}/{pod.name} is not running '
+                                 f"(state: {found.state})")
+        elif pod.sandbox is None or pod.sandbox.state != "ready":
+            raise NotRunning(f"pod {pod.namespace}/{pod.name} has no running sandbox")
+        return pod
+
+    def _resolve(self, ref: PodRef, fresh: bool) -> PodInfo:
+        if (cri := self._cri_usable()) is not None:
+            try:
+                pod = cri.resolve(ref, fresh)
+            except RuntimeUnavailable as err:
+                self._cri_failed(err)
+            else:
+                self._cri_ok()
+                self.metrics.resolution("cri")
+                return pod
+        try:
+            pod = self.proc.resolve(ref)
+        except RuntimeUnavailable as err:
+            self.metrics.runtime_error("proc_fallback")
+            raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback cannot answer either: {err}") from err
+        except OSError as err:
+            self.metrics.runtime_error("proc_fallback")
+            raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
+        self.metrics.resolution("proc")
+        return pod
+
+    def list_pods(self) -> tuple[list[PodInfo], bool]:
+        """Every pod on the node, and whether CRI (rather than /proc) answered."""
+        if (cri := self._cri_usable()) is not None:
+            try:
+                pods = cri.list_pods()
+            except RuntimeUnavailable as err:
+                self._cri_failed(err)
+            else:
+                self._cri_ok()
+                self.metrics.resolution("cri")
+                return pods, True
+        try:
+            pods = self.proc.list_pods()
+        except OSError as err:
+            self.metrics.runtime_error("proc_fallback")
+            raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
+        self.metrics.resolution("proc")
+        return pods, False

@@ -1,4 +1,0 @@
-"""A Kubernetes API server stand-in for tests, whose kubelet runs pods on the lab's containerd.
-
-See tests/cluster/README.md for what it implements and what it does not.
-"""
