@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     cri = CriResolver(CriClient(endpoint, timeout=args.cri_timeout)) if endpoint else None
     state_dirs = args.runtime_state_dir or list(DEFAULT_STATE_DIRS)
     counters = metrics.Metrics()
-    resolver = Resolver(cri, ProcResolver(state_dirs), metrics=counters)
+    resolver = Resolver(cri, ProcResolver(state_dirs), counts=counters)
     try:
         security = auth.Security.from_args(args, AuditLog(args.audit_log), counters)
     except auth.ConfigError as err:

@@ -17,16 +17,8 @@ from typing import Any
 import pytest
 
 from nsinspect.agent.core.errors import InvalidArgument
-from nsinspect.agent.core.model import (
-    NS_TYPES,
-    ContainerInfo,
-    NamespaceId,
-    NodeNamespace,
-    Owner,
-    PodInfo,
-    SandboxInfo,
-    Source,
-)
+from nsinspect.agent.core.model import NS_TYPES, ContainerInfo, NodeNamespace, Owner, PodInfo, SandboxInfo, Source
+from nsinspect.agent.core.nsid import NamespaceId
 from nsinspect.agent.observe.nodemap import HOST, UNKNOWN, _resolve, build_node_map
 from nsinspect.agent.procfs import procns
 from testbed.lab.pods import Lab, LabPod

@@ -1,59 +1,48 @@
-"""The agent's exception family. Each maps to one gRPC status code, so callers can rely on it."""
+"""The agent's exception family, small as psutil's: one class per way a request can fail, so callers
+catch what they mean. Which status code each becomes is the server's business (server/status.py)."""
 
 from __future__ import annotations
 
 
 class NsinspectError(Exception):
-    """Base class; `code` is the name of the grpc.StatusCode the server answers with."""
-
-    code = "UNKNOWN"
+    """Base class of every failure the agent reports to its caller."""
 
 
 class NotFound(NsinspectError):
-    code = "NOT_FOUND"
+    """No such pod, container or process."""
 
 
 class NotRunning(NsinspectError):
     """The pod or container exists but has no running process to look at."""
 
-    code = "FAILED_PRECONDITION"
-
 
 class InvalidArgument(NsinspectError):
-    code = "INVALID_ARGUMENT"
+    """The request itself is wrong: a malformed name, an unknown type, a field out of range."""
 
 
 class RuntimeUnavailable(NsinspectError):
     """The container runtime cannot be reached and no fallback could answer."""
 
-    code = "UNAVAILABLE"
 
-
-class ProcessGone(NsinspectError):
+class ProcessGone(NotFound):
     """The process exited, or its PID now names another process, while we were reading it."""
-
-    code = "NOT_FOUND"
 
 
 class ResourceExhausted(NsinspectError):
-    code = "RESOURCE_EXHAUSTED"
+    """A limit of the agent's or the node's is reached: sessions, pending streams, pids."""
 
 
 class PermissionDenied(NsinspectError):
-    code = "PERMISSION_DENIED"
+    """The caller is known but may not do this, or the kernel refused it."""
 
 
 class Unauthenticated(NsinspectError):
-    code = "UNAUTHENTICATED"
+    """The caller could not be identified."""
 
 
 class Unconfinable(NsinspectError):
     """The container's confinement cannot be reproduced for an exec, and the caller may not go without it."""
 
-    code = "FAILED_PRECONDITION"
-
 
 class CallerGone(NsinspectError):
     """The caller cancelled the call or went away: nobody to answer, and not the agent's failure."""
-
-    code = "CANCELLED"

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .nsid import NamespaceId
+
 NS_TYPES = ("mnt", "pid", "net", "ipc", "uts", "cgroup", "user", "time")
 FOR_CHILDREN = {"pid": "pid_for_children", "time": "time_for_children"}
 
@@ -30,18 +32,6 @@ class PodRef:
         if self.name:
             return f"{self.namespace}/{self.name}"
         return f"uid {self.uid}" + (f" in namespace {self.namespace}" if self.namespace else "")
-
-
-@dataclass(frozen=True, order=True)
-class NamespaceId:
-    """A namespace as the kernel identifies it: the (st_dev, st_ino) of /proc/PID/ns/<type>."""
-
-    type: str
-    dev: int
-    ino: int
-
-    def __str__(self) -> str:
-        return f"{self.type}:[{self.ino}]"
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import toolbox
-from .syscalls import (
+from ..linux.syscalls import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
     PR_CAP_AMBIENT_RAISE,
@@ -22,6 +21,7 @@ from .syscalls import (
     capset,
     prctl,
 )
+from . import toolbox
 
 if TYPE_CHECKING:  # enter.py imports this module: its types are for the checker only
     from .helper import Plan, Target

@@ -58,7 +58,6 @@ container's confinement in confine.py, and finding the program and loading the r
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import fcntl
@@ -70,7 +69,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 import warnings
@@ -78,10 +76,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import confine, toolbox
-from .creds import Creds, read_environ
-from .spawn import REAPER_ENV, _find, prepare_spawn, sealed_copy
-from .syscalls import (
+from ..linux.helperwire import recv_msg, recv_raw, send_msg
+from ..linux.syscalls import (
     CLONE,
     NS_ORDER,
     PR_CAPBSET_READ,
@@ -90,8 +86,10 @@ from .syscalls import (
     set_name,
     setns,
 )
+from . import confine, toolbox
+from .creds import Creds, read_environ
+from .spawn import REAPER_ENV, _find, prepare_spawn, sealed_copy
 
-MSG_MAX = 1 << 16
 PLAN_MAX = 192 << 10  # a SEQPACKET message must fit the socket's send buffer (net.core.wmem_default, 208 KiB)
 SPARES, REFILL_DELAY = 2, 0.008
 CGROUP_ENV = "NSINSPECT_EXEC_CGROUP"
@@ -147,49 +145,6 @@ class Plan:
 
 
 FD_NAMES = ("stdin", "stdout", "stderr", "status")
-
-
-def send_msg(sock: socket.socket, obj: dict[str, Any], fds: Sequence[int] = ()) -> None:
-    data = json.dumps(obj).encode()
-    if fds:
-        socket.send_fds(sock, [data], list(fds))
-    else:
-        sock.send(data)
-
-
-ANCILLARY = socket.CMSG_SPACE(16 * 4) + socket.CMSG_SPACE(12)  # up to 16 fds, and a struct ucred
-
-
-def recv_from(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[bytes, list[int], int]:
-    """One message's bytes, the fds that came with it (close-on-exec) and its sender's pid as the
-    kernel gives it (0 unless the socket has SO_PASSCRED); b"" at end of stream.
-
-    Not socket.recv_fds: in Python 3.11 it drops its flags argument (so no MSG_CMSG_CLOEXEC)."""
-    flags = socket.MSG_CMSG_CLOEXEC | (socket.MSG_DONTWAIT if nowait else 0)
-    data, ancdata, _, _ = sock.recvmsg(size, ANCILLARY, flags)
-    fds, sender = array.array("i"), 0
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
-            sender = struct.unpack_from("=iII", payload)[0]
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return b"", [], sender
-    return data, list(fds), sender
-
-
-def recv_raw(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[bytes, list[int]]:
-    """One message's bytes and the fds that came with it; b"" at end of stream."""
-    data, fds, _ = recv_from(sock, nowait, size)
-    return data, fds
-
-
-def recv_msg(sock: socket.socket, nowait: bool = False, size: int = MSG_MAX) -> tuple[dict[str, Any] | None, list[int]]:
-    """One message and its fds; (None, []) at end of stream."""
-    data, fds = recv_raw(sock, nowait, size)
-    return (json.loads(data) if data else None), fds
 
 
 # -- the target --------------------------------------------------------------------------------------

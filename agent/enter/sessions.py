@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import ResourceExhausted
+from ..linux.helperwire import recv_from, send_msg
 from . import confine, confinecheck
-from .helper import CGROUP_ENV, EXE_ENV, FD_NAMES, TOOLBOX_ENV, Plan, recv_from, send_msg
+from .helper import CGROUP_ENV, EXE_ENV, FD_NAMES, TOOLBOX_ENV, Plan
 from .spawn import REAPER_ENV, default_reaper, sealed_copy
 
 log = logging.getLogger(__name__)

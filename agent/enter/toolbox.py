@@ -31,7 +31,7 @@ import platform
 import struct
 from dataclasses import dataclass
 
-from .syscalls import _check, _libc
+from ..linux.syscalls import _check, _libc
 
 TARGET = "target"
 PATH = "/bin:/sbin:/usr/bin:/usr/sbin"

@@ -31,7 +31,8 @@ from pyroute2.netlink.diag import DiagSocket, MarshalDiag
 from pyroute2.netlink.nlsocket import NetlinkSocket
 
 from ..core.errors import NotRunning, PermissionDenied, RuntimeUnavailable
-from ..core.model import NamespaceId, PodInfo, PodRef, Source
+from ..core.model import PodInfo, PodRef, Source
+from ..core.nsid import NamespaceId
 from ..procfs import procns
 from .processes import Member, ProcessLister, open_member
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core import validate
-from ..core.model import NS_TYPES, HostInfo, NamespaceId, NodeNamespace, Owner, PodInfo
+from ..core.model import NS_TYPES, HostInfo, NodeNamespace, Owner, PodInfo
+from ..core.nsid import NamespaceId
 from ..procfs import procns
 
 HOST = Owner(kind="host")

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-from ..core.model import FOR_CHILDREN, NS_TYPES, HostInfo, NamespaceId, ProcessNamespaces
+from ..core.model import FOR_CHILDREN, NS_TYPES, HostInfo, ProcessNamespaces
+from ..core.nsid import NamespaceId
 
 # Errors that mean "that process is gone" when reading through its /proc directory fd.
 GONE_ERRNOS = (errno.ESRCH, errno.ENOENT)

@@ -2,7 +2,8 @@
 
 When CRI fails, callers are answered from /proc at once, and CRI is not asked again for
 `retry_after` seconds, so a dead runtime costs one timeout, not one per request. Each answer is
-counted by its source, each failed CRI call by its kind (agent/server/metrics.py).
+counted by its source, each failed CRI call by its kind, into whatever `Counts` the agent
+hands in (its metrics: server/metrics.py).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Protocol
 
 from ..core.errors import NotFound, NotRunning, RuntimeUnavailable
 from ..core.model import PodInfo, PodRef
-from ..server.metrics import Metrics
 from .cri import CriUnavailable
 from .cri_source import CriResolver
 from .proc_source import ProcResolver
@@ -21,13 +22,29 @@ from .proc_source import ProcResolver
 log = logging.getLogger(__name__)
 
 
+class Counts(Protocol):
+    """Where the resolver counts what it did; the agent's metrics are one."""
+
+    def resolution(self, source: str) -> None: ...
+
+    def runtime_error(self, kind: str) -> None: ...
+
+
+class NoCounts:
+    def resolution(self, source: str) -> None:
+        pass
+
+    def runtime_error(self, kind: str) -> None:
+        pass
+
+
 class Resolver:
     def __init__(self, cri: CriResolver | None, proc: ProcResolver, retry_after: float = 1.0,
-                 metrics: Metrics | None = None) -> None:
+                 counts: Counts | None = None) -> None:
         self.cri = cri
         self.proc = proc
         self.retry_after = retry_after
-        self.metrics = metrics or Metrics()
+        self.counts = counts or NoCounts()
         self._cri_down_until = 0.0
         self._cri_error = "no CRI endpoint configured or found" if cri is None else ""
         self._lock = threading.Lock()
@@ -37,7 +54,7 @@ class Resolver:
             return self.cri if self.cri is not None and time.monotonic() >= self._cri_down_until else None
 
     def _cri_failed(self, err: RuntimeUnavailable) -> None:
-        self.metrics.runtime_error(err.kind if isinstance(err, CriUnavailable) else "unavailable")
+        self.counts.runtime_error(err.kind if isinstance(err, CriUnavailable) else "unavailable")
         with self._lock:
             if not self._cri_down_until or time.monotonic() >= self._cri_down_until:
                 log.warning("CRI unavailable, answering from /proc", extra={"error": str(err)})
@@ -84,17 +101,17 @@ class Resolver:
                 self._cri_failed(err)
             else:
                 self._cri_ok()
-                self.metrics.resolution("cri")
+                self.counts.resolution("cri")
                 return pod
         try:
             pod = self.proc.resolve(ref)
         except RuntimeUnavailable as err:
-            self.metrics.runtime_error("proc_fallback")
+            self.counts.runtime_error("proc_fallback")
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback cannot answer either: {err}") from err
         except OSError as err:
-            self.metrics.runtime_error("proc_fallback")
+            self.counts.runtime_error("proc_fallback")
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
-        self.metrics.resolution("proc")
+        self.counts.resolution("proc")
         return pod
 
     def list_pods(self) -> tuple[list[PodInfo], bool]:
@@ -106,12 +123,12 @@ class Resolver:
                 self._cri_failed(err)
             else:
                 self._cri_ok()
-                self.metrics.resolution("cri")
+                self.counts.resolution("cri")
                 return pods, True
         try:
             pods = self.proc.list_pods()
         except OSError as err:
-            self.metrics.runtime_error("proc_fallback")
+            self.counts.runtime_error("proc_fallback")
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
-        self.metrics.resolution("proc")
+        self.counts.resolution("proc")
         return pods, False

@@ -30,6 +30,7 @@ import grpc
 
 from ..core.errors import NsinspectError, ResourceExhausted
 from . import audit
+from .status import status_of
 
 if TYPE_CHECKING:
     from .auth import Guard, Identity
@@ -127,7 +128,7 @@ def refused(guard: Guard, context: grpc.ServicerContext, rpc: str, err: Exceptio
     """The one audit line of a call its handler refused before the guard decided on it (a malformed
     or missing first message, the caller gone): who, as the interceptor identified them, and the
     target when the request named one."""
-    code, reason = (err.code, str(err)) if isinstance(err, NsinspectError) else ("INTERNAL", type(err).__name__)
+    code, reason = status_of(err).name, (str(err) if isinstance(err, NsinspectError) else type(err).__name__)
     who = guard.authenticator.identify(context)  # the interceptor's answer for this call
     entry: dict[str, Any] = {"rpc": rpc, "peer": context.peer(), "caller": who.audit(), "decision": "deny",
                              "code": code, "reason": reason}

@@ -33,6 +33,7 @@ from ..procfs import procns
 from ..resolve.fallback import Resolver
 from . import wire
 from .auth import Guard
+from .status import status_of
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
@@ -55,8 +56,8 @@ def _abort(context: grpc.ServicerContext, rpc: str, err: Exception) -> NoReturn:
         log.debug("the caller went away", extra={"rpc": rpc, "error": str(err) or type(err).__name__})
         context.abort(grpc.StatusCode.CANCELLED, "the caller went away")
     if isinstance(err, NsinspectError):
-        log.info("request refused", extra={"rpc": rpc, "code": err.code, "error": str(err)})
-        context.abort(grpc.StatusCode[err.code], str(err))
+        log.info("request refused", extra={"rpc": rpc, "code": status_of(err).name, "error": str(err)})
+        context.abort(status_of(err), str(err))
     log.error("request failed", extra={"rpc": rpc}, exc_info=err)
     context.abort(grpc.StatusCode.INTERNAL, "internal error in the agent (details are in its log)")
     raise AssertionError("unreachable: context.abort raises")

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
+import grpc
+
 from ..core.errors import NsinspectError
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,9 @@ class AuditRecord:
 
 
 class AuditUnavailable(NsinspectError):
-    code = "UNAVAILABLE"
+    """The audit line could not be written: the call is refused, never left unaudited."""
+
+    status = grpc.StatusCode.UNAVAILABLE
 
 
 class AuditLog:

@@ -42,6 +42,7 @@ from .audit import AuditLog
 from .audit import target as audit_target
 from .handlers import Behavior, rewrap
 from .metrics import Metrics
+from .status import status_of
 
 log = logging.getLogger(__name__)
 AUDIENCE = "nsinspect"
@@ -129,7 +130,7 @@ class Decision:
 class AuthUnavailable(NsinspectError):
     """The API server could not answer: fail closed."""
 
-    code = "UNAVAILABLE"
+    status = grpc.StatusCode.UNAVAILABLE
 
 
 class ConfigError(Exception):
@@ -433,7 +434,7 @@ class Guard:
             try:
                 decision = self.authorizer.check(who, permission, target.namespace, target.name)
             except NsinspectError as err:
-                self.decided({**entry, "decision": "error", "code": err.code, "reason": str(err)})
+                self.decided({**entry, "decision": "error", "code": status_of(err).name, "reason": str(err)})
                 raise
             if not decision.allowed:
                 why = f"{rpc} with {elevated}" if permission in rule.elevated else rpc
@@ -456,7 +457,7 @@ class Guard:
             entry["target"] = audit_target(pod)
 
         def refuse(err: NsinspectError) -> NoReturn:
-            self.decided({**entry, "decision": "deny", "code": err.code, "reason": str(err)})
+            self.decided({**entry, "decision": "deny", "code": status_of(err).name, "reason": str(err)})
             _abort(context, err)
 
         try:
@@ -480,7 +481,7 @@ class Guard:
 
 
 def _abort(context: grpc.ServicerContext, err: NsinspectError) -> NoReturn:
-    context.abort(grpc.StatusCode[err.code], str(err))
+    context.abort(status_of(err), str(err))
 
 
 # -- the interceptor ----------------------------------------------------------------------------------

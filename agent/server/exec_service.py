@@ -42,13 +42,15 @@ from ..core.errors import (
     Unconfinable,
 )
 from ..core.model import ContainerInfo, PodInfo, PodRef
-from ..enter.helper import MSG_MAX, PLAN_MAX, Plan
+from ..enter.helper import PLAN_MAX, Plan
 from ..enter.sessions import Cgroup, ForkServer, Launcher, Session, Sessions, Spawner
+from ..linux.helperwire import MSG_MAX
 from ..resolve.fallback import Resolver
 from .admission import GRACE, refused, waiting_on_caller
 from .app import _errors
 from .audit import AuditRecord, environment, target
 from .auth import Guard, exec_elevation
+from .status import status_of
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Exec"].full_name
@@ -104,11 +106,13 @@ class HelperError(NsinspectError):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.code = code if code in grpc.StatusCode.__members__ else "INTERNAL"
+        self.status = grpc.StatusCode[code] if code in grpc.StatusCode.__members__ else grpc.StatusCode.INTERNAL
 
 
 class NoToolbox(NsinspectError):
-    code = "FAILED_PRECONDITION"
+    """Tools mode was asked for, and this agent has no toolbox."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,7 @@ class ExecService(pb_grpc.ExecServicer):
                     status = "OK"
                     return
         except NsinspectError as err:
-            status, record.error = err.code, str(err)
+            status, record.error = status_of(err).name, str(err)
             raise
         except Exception as err:
             status, record.error = "INTERNAL", str(err)

@@ -10,7 +10,6 @@ from ..core import validate
 from ..core.model import (
     ContainerInfo,
     HostInfo,
-    NamespaceId,
     NamespaceOptions,
     NodeNamespace,
     PodFacts,
@@ -19,6 +18,7 @@ from ..core.model import (
     Source,
     Verdict,
 )
+from ..core.nsid import NamespaceId
 from ..observe.inspect import Inspection
 
 VERDICTS = {Verdict.OK: pb.VERDICT_OK, Verdict.MISMATCH: pb.VERDICT_MISMATCH, Verdict.UNKNOWN: pb.VERDICT_UNKNOWN}
