@@ -18,10 +18,16 @@ from .resolve.cri import CriClient, find_endpoint
 from .resolve.cri_source import CriResolver
 from .resolve.fallback import Resolver
 from .resolve.proc_source import DEFAULT_STATE_DIRS, ProcResolver
-from .server import admission, auth, metrics
-from .server.app import AgentService, Service, build_server
+from .server import admission
+from .server.agent_service import AgentService
+from .server.app import Service, build_server
 from .server.audit import AuditLog
+from .server.auth import config as auth_config
+from .server.auth.guard import Guard
 from .server.exec_service import ExecService
+from .server.metrics import Metrics
+from .server.metrics_endpoint import listen_flag, serve_metrics
+from .server.metrics_interceptor import MetricsInterceptor
 from .server.observe_service import ObserveService
 
 log = logging.getLogger("nsinspect.agent")
@@ -70,8 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="audit log, JSON lines: every call admitted or refused, every exec session (default -: stdout)")
     p.add_argument("--exec-helper", choices=("forkserver", "spawn"), default="forkserver",
                    help="enter namespaces from a helper started once (default) or one spawned per session")
-    auth.add_flags(p)  # who may call: agent/server/auth.py
-    p.add_argument("--metrics-listen", type=metrics.listen_flag, default=None, metavar="HOST:PORT",
+    auth_config.add_flags(p)  # who may call: agent/server/auth/
+    p.add_argument("--metrics-listen", type=listen_flag, default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics, loopback addresses only; "
                         "port 0: any free one (default: off)")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
@@ -79,10 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def services(resolver: Resolver, args: argparse.Namespace, guard: auth.Guard,
-             counters: metrics.Metrics) -> list[Service]:
+def services(resolver: Resolver, args: argparse.Namespace, guard: Guard, counters: Metrics) -> list[Service]:
     """Every gRPC service the agent serves; each feature adds its own here. Each handler asks
-    `guard` (agent/server/auth.py) whether its caller may do this to its target."""
+    `guard` (agent/server/auth/guard.py) whether its caller may do this to its target."""
     exec_service = ExecService.from_args(resolver, args, guard)
     counters.count_sessions(lambda: len(exec_service.sessions))
     return [AgentService(resolver, guard, args.node_name),
@@ -106,24 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = find_endpoint(args.cri_endpoint)
     cri = CriResolver(CriClient(endpoint, timeout=args.cri_timeout)) if endpoint else None
     state_dirs = args.runtime_state_dir or list(DEFAULT_STATE_DIRS)
-    counters = metrics.Metrics()
+    counters = Metrics()
     resolver = Resolver(cri, ProcResolver(state_dirs), counts=counters)
     try:
-        security = auth.Security.from_args(args, AuditLog(args.audit_log), counters)
-    except auth.ConfigError as err:
+        security = auth_config.Security.from_args(args, AuditLog(args.audit_log), counters)
+    except auth_config.ConfigError as err:
         log.error("cannot set up authentication", extra={"error": str(err)})
         return 1
     try:
         server, bound = build_server(services(resolver, args, security.guard, counters),
                                      args.listen or ["unix:///run/nsinspect/agent.sock"], args.max_workers,
                                      # outermost first: the metrics count what auth refuses, with its code
-                                     interceptors=[metrics.MetricsInterceptor(counters), security.interceptor],
+                                     interceptors=[MetricsInterceptor(counters), security.interceptor],
                                      tls=security.tls)
     except (ValueError, RuntimeError) as err:
         log.error("cannot listen", extra={"error": str(err)})
         return 1
     try:
-        endpoint_of_metrics = metrics.serve(counters, args.metrics_listen) if args.metrics_listen else None
+        endpoint_of_metrics = serve_metrics(counters, args.metrics_listen) if args.metrics_listen else None
     except (ValueError, OSError) as err:
         log.error("cannot serve metrics", extra={"error": str(err)})
         return 1

@@ -9,20 +9,19 @@ gRPC's local credentials refuse to send it anywhere else.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf.message import Message
 
-from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
 
 from .errors import CliError
+
+if TYPE_CHECKING:
+    from .kube import Kube
 
 
 @dataclass(frozen=True)
@@ -38,29 +37,28 @@ class Credentials:
         return f"Credentials(token={'***' if self.token else ''!r}, tls_cert={self.tls_cert!r})"
 
 
-def credentials(args: argparse.Namespace, kube: Any | None = None) -> Credentials:
+def credentials(token: str = "", tls_ca: str = "", tls_cert: str = "", tls_key: str = "", *,
+                kube: Kube | None = None) -> Credentials:
     """--token (or $NSINSPECT_TOKEN), else through Kubernetes the kubeconfig user's bearer token
     (static, token file, exec plugin or auth provider); plus the TLS files. Through Kubernetes,
     a kubeconfig with no token and no --tls-cert is an error that says what to do."""
-    tls = {k: getattr(args, k, None) or "" for k in ("tls_ca", "tls_cert", "tls_key")}
-    if bool(tls["tls_cert"]) != bool(tls["tls_key"]):
+    if bool(tls_cert) != bool(tls_key):
         raise CliError("--tls-cert and --tls-key go together")
-    token = getattr(args, "token", None) or ""
     if not token and kube is not None:
         from . import kube as kubemod  # noqa: PLC0415 - the kubernetes client is slow to import
 
-        token, why = kubemod.bearer_token(kube)
-        if not token and not tls["tls_cert"]:
+        token, why = kubemod.user_token(kube)
+        if not token and not tls_cert:
             raise CliError(
                 f"the nsinspect agent needs a bearer token, and the kubeconfig user has none ({why}). Pass one "
                 "with --token TOKEN (or $NSINSPECT_TOKEN), e.g. a service account's: --token \"$(kubectl create "
                 "token NAME -n NAMESPACE --audience nsinspect)\", or an OIDC token your API server accepts for "
                 "audience nsinspect; or use mTLS with --tls-cert/--tls-key (and --tls-ca) against an agent "
                 "that serves TLS")
-    return Credentials(token.strip(), **tls)
+    return Credentials(token.strip(), tls_ca, tls_cert, tls_key)
 
 
-def target(address: str) -> str:
+def grpc_target(address: str) -> str:
     """unix:///path, tcp://host:port or host:port, as grpc wants it."""
     if address.startswith("unix://"):
         return address
@@ -79,7 +77,7 @@ def _local(where: str) -> bool:
         return False
 
 
-def _read(path: str, flag: str) -> bytes | None:
+def _read_tls_file(path: str, flag: str) -> bytes | None:
     if not path:
         return None
     try:
@@ -90,11 +88,12 @@ def _read(path: str, flag: str) -> bytes | None:
 
 def open_channel(address: str, creds: Credentials) -> grpc.Channel:
     """A channel to the agent at `address` that presents `creds`."""
-    where = target(address)
+    where = grpc_target(address)
     call_creds = grpc.access_token_call_credentials(creds.token) if creds.token else None
     if creds.tls_ca or creds.tls_cert:
-        tls = grpc.ssl_channel_credentials(_read(creds.tls_ca, "--tls-ca"), _read(creds.tls_key, "--tls-key"),
-                                           _read(creds.tls_cert, "--tls-cert"))
+        tls = grpc.ssl_channel_credentials(_read_tls_file(creds.tls_ca, "--tls-ca"),
+                                           _read_tls_file(creds.tls_key, "--tls-key"),
+                                           _read_tls_file(creds.tls_cert, "--tls-cert"))
         return grpc.secure_channel(where, grpc.composite_channel_credentials(tls, call_creds) if call_creds else tls)
     if call_creds is None:
         return grpc.insecure_channel(where)
@@ -106,26 +105,8 @@ def open_channel(address: str, creds: Credentials) -> grpc.Channel:
                                                                          call_creds))
 
 
-def call(args: argparse.Namespace, stub: Callable[[grpc.Channel], Any], method: str,
-         build: Callable[[argparse.Namespace], Message]) -> Any:
-    """One unary call to the agent that serves args' pod (directly or through Kubernetes).
-
-    `build` makes the request once the namespace is known (the context's, when -n is not given)."""
-    from .target import reach  # noqa: PLC0415
-
-    with reach(args) as agent, open_channel(agent.address, agent.credentials) as channel:
-        try:
-            return getattr(stub(channel), method)(build(args), timeout=args.timeout)
-        except grpc.RpcError as err:
-            raise explain(err, args.agent or f"the agent on node {agent.node}") from None
-
-
-def connect(address: str, creds: Credentials) -> tuple[grpc.Channel, pb_grpc.AgentStub]:
-    channel = open_channel(address, creds)
-    return channel, pb_grpc.AgentStub(channel)
-
-
 def explain(err: grpc.RpcError, address: str) -> CliError:
+    """A failed call as one line: what it means for reaching the agent at `address`, else its details."""
     code, details = rpc_status(err)
     if code == grpc.StatusCode.UNAVAILABLE and "handshake" in details.lower():
         return CliError(f"no TLS connection to the agent at {address} (check --tls-ca, --tls-cert and --tls-key): "

@@ -16,3 +16,12 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def verdict_exit(verdict: int) -> int:
+    """The exit code for one of agent.proto's verdicts: 3 for a mismatch, 4 for unknown, else 0."""
+    from nsinspect.proto import agent_pb2 as pb  # noqa: PLC0415 - protobuf is not needed for --help
+
+    if verdict == pb.VERDICT_MISMATCH:
+        return EXIT_MISMATCH
+    return EXIT_UNKNOWN if verdict == pb.VERDICT_UNKNOWN else EXIT_OK

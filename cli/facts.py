@@ -6,6 +6,8 @@ from typing import Any
 
 from nsinspect.proto import agent_pb2 as pb
 
+from .errors import EXIT_USAGE, CliError
+
 
 def from_pod(pod: Any) -> pb.PodFacts:
     """PodFacts from a V1Pod: host namespaces, shareProcessNamespace, hostUsers, and each
@@ -22,11 +24,9 @@ def from_pod(pod: Any) -> pb.PodFacts:
 
 def with_targets(facts: pb.PodFacts, pairs: list[str]) -> pb.PodFacts:
     """Add `--target CONTAINER=TARGET` pairs (they win over the spec)."""
-    from .errors import CliError  # noqa: PLC0415
-
     for pair in pairs:
         container, sep, target = pair.partition("=")
         if not (sep and container and target):
-            raise CliError(f"--target wants CONTAINER=TARGET, not {pair!r}", exit_code=2)
+            raise CliError(f"--target wants CONTAINER=TARGET, not {pair!r}", exit_code=EXIT_USAGE)
         facts.target_container_name[container] = target
     return facts

@@ -6,7 +6,6 @@ gives an error for its pods only; every answer and every error is tagged with no
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +17,9 @@ from google.protobuf.message import Message
 from kubernetes.client.exceptions import ApiException
 
 from . import kube, portforward, render
-from .agentclient import Credentials, credentials, explain, open_channel
+from .agentclient import explain, open_channel
+from .context import Context
 from .errors import EXIT_ERROR, CliError
-from .target import agent_port
 
 
 @dataclass(frozen=True)
@@ -35,17 +34,16 @@ class Outcome:
 Ask = Callable[[grpc.Channel, Any], Message]
 
 
-def _ask_node(k: kube.Kube, args: argparse.Namespace, node: str, pods: Sequence[Any], ask: Ask, *,
-              creds: Credentials) -> list[Outcome]:
+def _ask_node(ctx: Context, node: str, pods: Sequence[Any], ask: Ask) -> list[Outcome]:
     names = [f"{p.metadata.namespace}/{p.metadata.name}" for p in pods] or [""]
+    k = ctx.kube()
     try:
-        agent = kube.find_agent(k, node, args.agent_namespace)
-        forward = portforward.Forwarder(k, agent.metadata.namespace, agent.metadata.name,
-                                        agent_port(agent, kube.AGENT_PORT))
+        agent = kube.find_agent(k, node, ctx.agent_namespace)
+        forward = portforward.Forwarder(k, agent.metadata.namespace, agent.metadata.name, kube.agent_port(agent))
     except CliError as err:
         return [Outcome(node, name, error=str(err)) for name in names]
     outcomes = []
-    with forward as address, open_channel(address, creds) as channel:
+    with forward as address, open_channel(address, ctx.credentials()) as channel:
         for pod, name in zip(pods or [None], names, strict=True):
             try:
                 outcomes.append(Outcome(node, name, ask(channel, pod)))
@@ -56,18 +54,19 @@ def _ask_node(k: kube.Kube, args: argparse.Namespace, node: str, pods: Sequence[
     return outcomes
 
 
-def over_pods(args: argparse.Namespace, ask: Ask) -> list[Outcome]:
-    """`ask` for every pod matching args.selector (in -n's namespace, or all with -A)."""
-    k = kube.connect(args)
+def over_pods(ctx: Context, selector: str, all_namespaces: bool, concurrency: int, ask: Ask) -> list[Outcome]:
+    """`ask` for every pod matching `selector` (in -n's namespace, or in all of them), `concurrency`
+    nodes at once."""
+    k = ctx.kube()
     try:
-        if args.all_namespaces:
-            found = k.core.list_pod_for_all_namespaces(label_selector=args.selector).items
+        if all_namespaces:
+            found = k.core.list_pod_for_all_namespaces(label_selector=selector).items
         else:
-            found = k.core.list_namespaced_pod(args.namespace or k.namespace, label_selector=args.selector).items
+            found = k.core.list_namespaced_pod(ctx.namespace(), label_selector=selector).items
     except ApiException as err:
         raise kube.api_error(err, "cannot list pods") from None
     if not found:
-        raise CliError(f"no pods match {args.selector!r}")
+        raise CliError(f"no pods match {selector!r}")
     by_node: dict[str, list[Any]] = {}
     unscheduled = []
     for pod in found:
@@ -76,37 +75,37 @@ def over_pods(args: argparse.Namespace, ask: Ask) -> list[Outcome]:
         else:
             unscheduled.append(Outcome("", f"{pod.metadata.namespace}/{pod.metadata.name}",
                                        error="not scheduled to a node yet"))
-    return unscheduled + _run(k, args, by_node, ask)
+    return unscheduled + _run(ctx, by_node, concurrency, ask)
 
 
-def over_nodes(args: argparse.Namespace, ask: Ask) -> list[Outcome]:
-    """`ask` once per node (args.node, or every node with --all-nodes)."""
-    k = kube.connect(args)
-    if args.all_nodes:
+def over_nodes(ctx: Context, node: str, all_nodes: bool, concurrency: int, ask: Ask) -> list[Outcome]:
+    """`ask` once per node (`node`, or every node with `all_nodes`), `concurrency` nodes at once."""
+    k = ctx.kube()
+    if all_nodes:
         try:
             nodes = [n.metadata.name for n in k.core.list_node().items]
         except ApiException as err:
             raise kube.api_error(err, "cannot list nodes") from None
     else:
-        nodes = [args.node]
-    return _run(k, args, {n: [] for n in nodes}, ask)
+        nodes = [node]
+    return _run(ctx, {n: [] for n in nodes}, concurrency, ask)
 
 
-def _run(k: kube.Kube, args: argparse.Namespace, by_node: dict[str, list[Any]], ask: Ask) -> list[Outcome]:
-    creds = credentials(args, k)
-    with ThreadPoolExecutor(max_workers=max(1, args.max_concurrency), thread_name_prefix="node") as pool:
-        jobs = [pool.submit(_ask_node, k, args, node, pods, ask, creds=creds) for node, pods in sorted(by_node.items())]
+def _run(ctx: Context, by_node: dict[str, list[Any]], concurrency: int, ask: Ask) -> list[Outcome]:
+    ctx.credentials()  # once, before the threads: no token is one error, not one per node
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="node") as pool:
+        jobs = [pool.submit(_ask_node, ctx, node, pods, ask) for node, pods in sorted(by_node.items())]
         return [outcome for job in jobs for outcome in job.result()]
 
 
-def emit(outcomes: Sequence[Outcome], args: argparse.Namespace, text: Callable[[Any], str]) -> int:
+def write_all(outcomes: Sequence[Outcome], output: str, text: Callable[[Any], str]) -> int:
     """Print every answer tagged by node and pod; errors go to stderr as they are. Exit: the worst."""
-    if args.output in ("json", "yaml"):
+    if output in ("json", "yaml"):
         items = [{"node": o.node, "pod": o.pod, **({"result": render.as_dict(o.response)} if o.response is not None
                                                    else {"error": o.error})} for o in outcomes]
         import json  # noqa: PLC0415
 
-        if args.output == "json":
+        if output == "json":
             sys.stdout.write(json.dumps({"items": items}, indent=2) + "\n")
         else:
             import yaml  # noqa: PLC0415

@@ -6,7 +6,6 @@ context's namespace as the default for -n. API failures become one-line CliError
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from dataclasses import dataclass
 from typing import Any
@@ -32,21 +31,22 @@ class Kube:
         return client.CoreV1Api(self.api)
 
 
-def connect(args: argparse.Namespace) -> Kube:
-    """A client for the chosen context; the namespace is -n, else the context's, else "default"."""
+def connect(kubeconfig: str | None, context: str | None) -> Kube:
+    """A client for `context` (None: the current one) of `kubeconfig` (None: $KUBECONFIG, else
+    ~/.kube/config); its namespace is the context's, else "default"."""
     try:
-        contexts, current = config.list_kube_config_contexts(config_file=args.kubeconfig)
-        chosen = next((c for c in contexts if c["name"] == args.context), None) if args.context else current
-        if args.context and chosen is None:
-            raise CliError(f'context "{args.context}" not found in the kubeconfig')
-        api = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
+        contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = next((c for c in contexts if c["name"] == context), None) if context else current
+        if context and chosen is None:
+            raise CliError(f'context "{context}" not found in the kubeconfig')
+        api = config.new_client_from_config(config_file=kubeconfig, context=context)
     except config.ConfigException as err:
         raise CliError(f"cannot load the kubeconfig: {err}") from None
     default_ns = (chosen or {}).get("context", {}).get("namespace") or "default"
     return Kube(api, default_ns, (chosen or {}).get("name", ""))
 
 
-def bearer_token(kube: Kube) -> tuple[str, str]:
+def user_token(kube: Kube) -> tuple[str, str]:
     """The kubeconfig user's bearer token for the agent, and when there is none, what the user has
     instead. The kubernetes client's loader has run any exec credential plugin or auth provider
     already; asking through the configuration refreshes an expired one."""
@@ -101,3 +101,12 @@ def find_agent(kube: Kube, node: str, namespace: str = AGENT_NAMESPACE, selector
         raise CliError(f'the nsinspect agent on node "{node}" ({namespace}/{pod.metadata.name}) is not ready '
                        f"(phase {phase})")
     return ready[0]
+
+
+def agent_port(agent_pod: Any, default: int = AGENT_PORT) -> int:
+    """The agent container's port named "grpc", else the default."""
+    for container in agent_pod.spec.containers or []:
+        for port in container.ports or []:
+            if port.name == "grpc":
+                return int(port.container_port)
+    return default

@@ -1,4 +1,5 @@
-"""How a command reaches the agent that serves a pod: --agent ADDR directly, or through Kubernetes.
+"""How a command reaches the agent that serves the pod it names: --agent ADDR directly, or through
+Kubernetes, and the one way to ask that agent a single question (`call`).
 
 Through Kubernetes: get the pod, take its node, find the ready agent pod on that node, and
 port-forward to it through the API server, so no agent port is ever exposed on the network.
@@ -6,54 +7,64 @@ port-forward to it through the API server, so no agent port is ever exposed on t
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .agentclient import Credentials, credentials
+import grpc
+from google.protobuf.message import Message
+
+from nsinspect.proto import agent_pb2
+
+from .agentclient import Credentials, explain, open_channel
+from .context import Context
 from .errors import CliError
 
 
 @dataclass(frozen=True)
 class Reached:
     address: str  # what agentclient.open_channel takes
-    pod: Any | None  # the V1Pod, when found through Kubernetes (its spec gives the facts to verify)
+    credentials: Credentials  # what to show the agent (Context.credentials)
+    ref: agent_pb2.PodRef  # the pod as the agent is asked about it (namespace: -n, else the context's)
+    pod: Any | None = None  # the V1Pod, when found through Kubernetes (its spec gives the facts to verify)
     node: str = ""
-    credentials: Credentials = field(default_factory=Credentials)  # what to show the agent (agentclient.credentials)
 
-
-def agent_port(agent_pod: Any, default: int) -> int:
-    """The agent container's port named "grpc", else the default."""
-    for container in agent_pod.spec.containers or []:
-        for port in container.ports or []:
-            if port.name == "grpc":
-                return int(port.container_port)
-    return default
+    @property
+    def where(self) -> str:
+        """The agent, as messages name it."""
+        return f"the agent on node {self.node}" if self.node else self.address
 
 
 @contextmanager
-def reach(args: argparse.Namespace) -> Iterator[Reached]:
-    """Yields the agent's address and the credentials to show it; sets args.namespace (-n, else the
-    context's namespace) and args.pod_object (the V1Pod, None with --agent) for the request builder."""
-    if args.agent:
-        args.namespace = args.namespace or "default"
-        args.pod_object = None
-        yield Reached(args.agent, None, credentials=credentials(args))
+def reach(ctx: Context) -> Iterator[Reached]:
+    """Yields the address of the agent that serves ctx.pod, the credentials to show it, and the pod."""
+    if ctx.agent:
+        yield Reached(ctx.agent, ctx.credentials(), agent_pb2.PodRef(namespace=ctx.namespace(), name=ctx.pod,
+                                                                     uid=ctx.uid))
         return
     from . import kube, portforward  # noqa: PLC0415 - the kubernetes client is slow to import
 
-    k = kube.connect(args)
-    creds = credentials(args, k)  # before anything is asked: no token is an error that says what to do
-    args.namespace = args.namespace or k.namespace
-    if not args.pod:
+    k = ctx.kube()
+    creds = ctx.credentials()  # before anything is asked: no token is an error that says what to do
+    namespace = ctx.namespace()
+    if not ctx.pod:
         raise CliError("through Kubernetes a pod is found by name: give POD (or use --agent with --uid)")
-    pod = args.pod_object = kube.get_pod(k, args.namespace, args.pod)
+    pod = kube.get_pod(k, namespace, ctx.pod)
     node = pod.spec.node_name
     if not node:
-        raise CliError(f'pod "{args.pod}" is not scheduled to a node yet')
-    agent = kube.find_agent(k, node, args.agent_namespace)
-    port = agent_port(agent, kube.AGENT_PORT)
-    with portforward.Forwarder(k, agent.metadata.namespace, agent.metadata.name, port) as address:
-        yield Reached(address, pod, node, creds)
+        raise CliError(f'pod "{ctx.pod}" is not scheduled to a node yet')
+    agent = kube.find_agent(k, node, ctx.agent_namespace)
+    with portforward.Forwarder(k, agent.metadata.namespace, agent.metadata.name, kube.agent_port(agent)) as address:
+        yield Reached(address, creds, agent_pb2.PodRef(namespace=namespace, name=ctx.pod, uid=ctx.uid), pod, node)
+
+
+def call(ctx: Context, stub: Callable[[grpc.Channel], Any], method: str, build: Callable[[Reached], Message]) -> Any:
+    """One unary call to the agent that serves ctx.pod (directly or through Kubernetes).
+
+    `build` makes the request from what reach found (the pod's namespace, its spec)."""
+    with reach(ctx) as agent, open_channel(agent.address, agent.credentials) as channel:
+        try:
+            return getattr(stub(channel), method)(build(agent), timeout=ctx.timeout)
+        except grpc.RpcError as err:
+            raise explain(err, agent.where) from None

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from nsinspect.agent.core.model import PodRef
-from nsinspect.agent.observe.processes import ProcessFacts, ProcessLister
+from nsinspect.agent.core.process import ProcessFacts
+from nsinspect.agent.observe.processes import ProcessLister
 from nsinspect.agent.resolve.cri import CriClient
 from nsinspect.agent.resolve.cri_source import CriResolver
 from nsinspect.agent.resolve.fallback import Resolver

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from kubernetes import client
 
-from nsinspect.agent.server.app import _bind_address
+from nsinspect.agent.server.app import bind_address
 from nsinspect.cli.agentclient import Credentials, open_channel
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
@@ -391,9 +391,9 @@ def test_mtls(env: Env, lab_cfg: LabConfig, tmp_path: Path) -> None:
             ("alice", ("developers", "system:authenticated"), "allow"),
             ("alice", ("developers", "system:authenticated"), "deny"),
             ("frank", ("ops", "sre", "system:authenticated"), "allow")}
-    assert _bind_address("tcp://0.0.0.0:7443", tls=True) == "0.0.0.0:7443"  # TLS may leave loopback
+    assert bind_address("tcp://0.0.0.0:7443", tls=True) == "0.0.0.0:7443"  # TLS may leave loopback
     with pytest.raises(ValueError, match="loopback"):
-        _bind_address("tcp://0.0.0.0:7443")
+        bind_address("tcp://0.0.0.0:7443")
 
 
 # -- the API server ----------------------------------------------------------------------------------------

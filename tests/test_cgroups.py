@@ -26,7 +26,7 @@ from nsinspect.agent.resolve.cgroups import (
     parse_cgroup_file,
     parse_cgroup_path,
     pod_dir_candidates,
-    read_process,
+    read_process_cgroup,
     read_procs,
 )
 from nsinspect.agent.resolve.proc_source import ProcResolver
@@ -190,11 +190,11 @@ def test_a_new_root_is_found_after_a_miss(v2_systemd_tree: Path) -> None:
 
 
 def test_read_process_reads_a_live_process_and_not_a_dead_one() -> None:
-    me = read_process(os.getpid())
+    me = read_process_cgroup(os.getpid())
     assert me is not None and me.pid == os.getpid() and me.ppid == os.getppid() and me.start_time > 0
     child = subprocess.Popen(["true"])
     child.wait()
-    assert read_process(child.pid) is None
+    assert read_process_cgroup(child.pid) is None
 
 
 # -- CRI-O bundles ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from nsinspect.agent.main import parse_args
-from nsinspect.agent.server.app import _bind_address
+from nsinspect.agent.server.app import bind_address
 from nsinspect.cli import kube
 from testbed import toolbox
 from testbed.lab.config import LabConfig
@@ -183,9 +183,9 @@ def test_the_agent_listens_on_loopback_only(agent: Doc) -> None:
     listens = parse_args(agent["args"]).listen
     assert listens and all(re.fullmatch(r"tcp://127\.0\.0\.1:\d+", a) for a in listens)
     for address in listens:
-        assert _bind_address(address) == address.removeprefix("tcp://")  # the agent's own check accepts it
+        assert bind_address(address) == address.removeprefix("tcp://")  # the agent's own check accepts it
     with pytest.raises(ValueError, match="loopback"):
-        _bind_address("tcp://0.0.0.0:7443")
+        bind_address("tcp://0.0.0.0:7443")
 
 
 # -- privileges --------------------------------------------------------------------------------------
@@ -265,11 +265,11 @@ def test_roles_grant_exactly_the_documented_verbs(docs: list[Doc]) -> None:
 
 
 def test_the_agent_checks_what_the_roles_grant(docs: list[Doc]) -> None:
-    """Every permission agent/server/auth.py's POLICY asks for is granted by a user role, and by the role
+    """Every permission agent/server/auth/policy.py's POLICY asks for is granted by a user role, and by the role
     whose comment names that check; none of them is a real kubelet or API permission it could open."""
-    from nsinspect.agent.server import auth  # noqa: PLC0415
+    from nsinspect.agent.server.auth.policy import POLICY  # noqa: PLC0415
 
-    asked = {p for rule in auth.POLICY.values() for p in (*rule.needs, *rule.elevated)}
+    asked = {p for rule in POLICY.values() for p in (*rule.needs, *rule.elevated)}
     granted = {g for key, grants_ in RBAC.items() if key[1] != "nsinspect-agent" for g in grants_}
     for permission in asked:
         resource = f"{permission.resource}/{permission.subresource}" if permission.subresource else permission.resource

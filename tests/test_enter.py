@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from nsinspect.agent.enter.helper import Plan
-from nsinspect.agent.enter.sessions import Cgroup, ForkServer, Session, Sessions
+from nsinspect.agent.core.plan import Plan
+from nsinspect.agent.enter.cgroup import Cgroup
+from nsinspect.agent.enter.launchers import ForkServer
+from nsinspect.agent.enter.session import Session
+from nsinspect.agent.enter.sessions import Sessions
 from nsinspect.agent.procfs import procns
 from testbed.lab.pods import LabPod
 from tests.conftest import require_root
@@ -38,13 +41,13 @@ def finish(session: Session) -> tuple[bytes, bytes]:
     session.wait_started(10)
     assert session.error is None, session.error
     chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
-    outputs = dict(session.outputs)
+    outputs = dict(session.stdio.outputs)
     deadline = time.monotonic() + 20
     while (outputs or session.exit is None) and time.monotonic() < deadline:
         ready, _, _ = select.select([*outputs, session.status.fileno()], [], [], 1)
         for fd in ready:
             if fd in outputs:
-                data = session.read_output(fd)
+                data = session.stdio.read_output(fd)
                 if data == b"":
                     del outputs[fd]
                 elif data:
@@ -79,7 +82,7 @@ def test_a_reused_pid_is_refused(sessions: Sessions, canonical: dict[str, LabPod
     with sessions.open(Plan(pid=target, start_time=procns.start_time(target) - 1, argv=("true",)),
                        False, None) as session:
         session.wait_started(10)
-        assert session.error is not None and session.error["code"] == "NOT_FOUND" and session.error["gone"]
+        assert session.error is not None and session.error["kind"] == "ProcessGone" and session.error["gone"]
 
 
 # A process in a user namespace of its own, root inside, mapped to 100000 outside, with its own hostname.

@@ -52,7 +52,7 @@ class Agent:
         found = []
         for proc in self.proc.children(recursive=True):
             try:
-                idle = "nsinspect.agent.enter.helper" in " ".join(proc.cmdline()) and \
+                idle = "nsinspect.agent.enter.forkserver" in " ".join(proc.cmdline()) and \
                     proc.name() not in ("nsinspect-enter", "nsinspect-exec")
             except psutil.NoSuchProcess:
                 continue
@@ -67,7 +67,7 @@ class Agent:
             try:
                 count = len(os.listdir(f"/proc/{self.proc.pid}/fd"))
                 for helper in self.proc.children():
-                    if "nsinspect.agent.enter.helper" in " ".join(helper.cmdline()):
+                    if "nsinspect.agent.enter.forkserver" in " ".join(helper.cmdline()):
                         spares = [c for c in helper.children()
                                   if c.name() not in ("nsinspect-enter", "nsinspect-exec")]
                         count += len(os.listdir(f"/proc/{helper.pid}/fd")) - len(spares)

@@ -37,7 +37,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nsinspect.agent.enter import helper as enter_module
+from nsinspect.agent.enter import enterer as enter_module
 from testbed.execclient import Live, run, start
 from testbed.lab.config import LabConfig
 from testbed.lab.pods import ContainerSpec, Lab, LabPod, PodSpec

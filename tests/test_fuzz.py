@@ -277,6 +277,7 @@ def test_the_agent_survived(agent: Agent, tmp_path: Path) -> None:
         except psutil.NoSuchProcess:  # the session that just ended, reaped between the two reads
             return "(gone)"
 
-    children = [a for p in agent.proc.children(recursive=True) if "nsinspect.agent.enter.helper" not in (a := argv(p))]
+    children = [a for p in agent.proc.children(recursive=True)
+                if "nsinspect.agent.enter.forkserver" not in (a := argv(p))]
     assert not [a for a in children if a.split(" ")[0].rsplit("/", 1)[-1] in ("cat", "echo", "true")], children
     assert subprocess.run(["true"]).returncode == 0

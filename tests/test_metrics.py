@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from nsinspect.agent.main import parse_args
-from nsinspect.agent.server import metrics
+from nsinspect.agent.server import metrics, metrics_endpoint
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
 from nsinspect.proto import exec_pb2_grpc, observe_pb2, observe_pb2_grpc
@@ -208,13 +208,13 @@ def test_the_agent_refuses_a_non_loopback_metrics_address(listen: str, tmp_path:
                                                 ("localhost:9464", ("localhost", 9464)),
                                                 ("127.3.4.5:1", ("127.3.4.5", 1))])
 def test_loopback_addresses_are_accepted(listen: str, parsed: tuple[str, int]) -> None:
-    assert metrics.parse_listen(listen) == parsed
+    assert metrics_endpoint.parse_listen(listen) == parsed
 
 
 @pytest.mark.parametrize("listen", ["9464", "127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000", ":9464"])
 def test_malformed_addresses_are_refused(listen: str) -> None:
     with pytest.raises(ValueError, match="expected HOST:PORT"):
-        metrics.parse_listen(listen)
+        metrics_endpoint.parse_listen(listen)
 
 
 def test_metrics_are_off_by_default_and_the_endpoint_serves_its_own_registry() -> None:
@@ -222,8 +222,8 @@ def test_metrics_are_off_by_default_and_the_endpoint_serves_its_own_registry() -
     counters = metrics.Metrics()
     counters.resolution("proc")
     with pytest.raises(ValueError, match="loopback addresses only"):
-        metrics.serve(counters, "0.0.0.0:0")
-    server = metrics.serve(counters, "127.0.0.1:0")
+        metrics_endpoint.serve_metrics(counters, "0.0.0.0:0")
+    server = metrics_endpoint.serve_metrics(counters, "127.0.0.1:0")
     try:
         assert server.url.startswith("http://127.0.0.1:") and not server.url.startswith("http://127.0.0.1:0/")
         samples = scrape(server.url)

@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from nsinspect.agent.core.model import PodRef
-from nsinspect.agent.observe.network import NetInfo, NetInspector, Socket
+from nsinspect.agent.core.network import NetInfo, Socket
+from nsinspect.agent.observe.network import NetInspector
 from nsinspect.proto import agent_pb2, observe_pb2
 from nsinspect.proto import observe_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status

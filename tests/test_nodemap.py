@@ -19,7 +19,7 @@ import pytest
 from nsinspect.agent.core.errors import InvalidArgument
 from nsinspect.agent.core.model import NS_TYPES, ContainerInfo, NodeNamespace, Owner, PodInfo, SandboxInfo, Source
 from nsinspect.agent.core.nsid import NamespaceId
-from nsinspect.agent.observe.nodemap import HOST, UNKNOWN, _resolve, build_node_map
+from nsinspect.agent.observe.nodemap import HOST, UNKNOWN, build_node_map, namespace_rows
 from nsinspect.agent.procfs import procns
 from testbed.lab.pods import Lab, LabPod
 from tests.conftest import require_root
@@ -206,11 +206,11 @@ def test_lowest_pid_gone_falls_back_to_next() -> None:
     gone.wait()
     with running("unshare", "--net", "sleep", "60") as member:
         wait_for("sleep", lambda: exec_done(member.pid, b"sleep\0"))
-        ino = ns_ids(member.pid)["net"][1]
+        dev, ino = ns_ids(member.pid)["net"]
         proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            (row,) = _resolve(proc_fd, {"net": {f"net:[{ino}]": [member.pid, gone.pid]}})
-            (none,) = [_resolve(proc_fd, {"net": {f"net:[{ino}]": [gone.pid]}})]
+            (row,) = namespace_rows(proc_fd, {NamespaceId("net", dev, ino): [member.pid, gone.pid]})
+            (none,) = [namespace_rows(proc_fd, {NamespaceId("net", dev, ino): [gone.pid]})]
         finally:
             os.close(proc_fd)
     assert (row.id.ino, row.processes, row.lowest_pid, row.command) == (ino, 1, member.pid, "sleep 60")

@@ -3,7 +3,6 @@ older than the request: a request joins the next pass that has not started, neve
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,9 +11,14 @@ from functools import partial
 import pytest
 
 from nsinspect.agent.core.model import PodRef
-from nsinspect.agent.observe import outsiders
-from nsinspect.agent.observe.outsiders import Joined, OutsiderScan, Query, WalkHelper
-from nsinspect.agent.observe.processes import ProcessFacts, ProcessLister
+from nsinspect.agent.core.nsid import NamespaceId
+from nsinspect.agent.core.process import ProcessFacts
+from nsinspect.agent.observe import outsider_pass, outsiders
+from nsinspect.agent.observe.outsider_pass import Joined, Query
+from nsinspect.agent.observe.outsiders import OutsiderScan
+from nsinspect.agent.observe.pass_helper import WalkHelper
+from nsinspect.agent.observe.processes import ProcessLister
+from nsinspect.agent.procfs import procns
 from testbed.lab.config import LabConfig
 from testbed.lab.pods import CANONICAL, ContainerSpec, Lab, LabPod, PodSpec
 from tests.podprocs import by_argv, host_process, lister_for, listing_until, until
@@ -25,7 +29,7 @@ def _has_sleep(n: str, got: list[ProcessFacts]) -> bool:
 
 
 def _query(n: int) -> Query:
-    return Query({f"pid:[{n}]": "app"}, "", {}, frozenset())
+    return Query({NamespaceId("pid", 0, n): "app"}, None, {}, frozenset())
 
 
 class SlowWalk:
@@ -42,12 +46,12 @@ class SlowWalk:
         if len(self.passes) == 1:
             self.first_started.set()
             self.release.wait(10)
-        return [Joined(1000 + i, next(iter(q.pid_targets)), "") for i, q in enumerate(queries)]
+        return [Joined(1000 + i, next(iter(q.pid_targets)), None) for i, q in enumerate(queries)]
 
 
 def test_requests_during_a_pass_share_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
     walk = SlowWalk()
-    monkeypatch.setattr(outsiders, "_walk", walk)
+    monkeypatch.setattr(outsiders, "node_pass", walk)
     scan = OutsiderScan()
     answers: dict[int, list[Joined]] = {}
 
@@ -66,11 +70,11 @@ def test_requests_during_a_pass_share_the_next_one(monkeypatch: pytest.MonkeyPat
     walk.release.set()
     for t in (first, *waiting):
         t.join(10)
-    assert [sorted(next(iter(q.pid_targets)) for q in p) for p in walk.passes] == [
+    assert [sorted(str(next(iter(q.pid_targets))) for q in p) for p in walk.passes] == [
         ["pid:[1]"], ["pid:[2]", "pid:[3]", "pid:[4]"]]  # not the pass under way: the next, together
     assert scan.passes == 2
     for n in (1, 2, 3, 4):  # each got its own hits out of the shared pass
-        assert [j.pid_link for j in answers[n]] == [f"pid:[{n}]"]
+        assert [str(j.pid_ns) for j in answers[n]] == [f"pid:[{n}]"]
     ask(5)  # nothing under way: a pass of its own, at once
     assert scan.passes == 3 and len(walk.passes[-1]) == 1
 
@@ -84,7 +88,7 @@ def test_a_failed_pass_fails_its_requests_and_the_next_pass_runs(monkeypatch: py
             raise OSError("no /proc")
         return []
 
-    monkeypatch.setattr(outsiders, "_walk", broken)
+    monkeypatch.setattr(outsiders, "node_pass", broken)
     scan = OutsiderScan()
     with pytest.raises(OSError, match="no /proc"):
         scan.find(_query(1))
@@ -136,14 +140,14 @@ def test_the_helper_process_walks_as_the_agent_would(lab: Lab, canonical: dict[s
     with lab.pod(PodSpec("outsiders-helper", (ContainerSpec("app"),))) as pod:
         app = pod["app"].pid
         with host_process("nsenter", "-t", str(app), "-p", "-n", "sleep", "404") as entered:
-            pid_link, net_link = (os.readlink(f"/proc/{app}/ns/{t}") for t in ("pid", "net"))
-            query = Query({pid_link: "app"}, net_link, {os.stat(f"/proc/{app}/ns/pid").st_ino: app},
+            ids = procns.read_namespaces(app, types=("pid", "net")).ids
+            query = Query({ids["pid"]: "app"}, ids["net"], {ids["pid"]: app},
                           frozenset({app, pod.sandbox_pid}))
             helper = WalkHelper()
             try:
                 def walks() -> tuple[set[int], set[int]] | None:
                     ours = {j.pid for j in helper([query])}
-                    return (ours, {j.pid for j in outsiders._walk([query])}) if entered.pid in ours else None
+                    return (ours, {j.pid for j in outsider_pass.node_pass([query])}) if entered.pid in ours else None
 
                 ours, here = until("the nsenter'd sleep is seen", walks)
                 assert ours == here and app not in ours

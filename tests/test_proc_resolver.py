@@ -27,7 +27,7 @@ from nsinspect.agent.resolve.proc_source import ProcResolver
 from nsinspect.proto import cri_pb2 as cri
 from testbed.lab import runtime
 from testbed.lab.config import LabConfig
-from testbed.lab.pods import CANONICAL, ContainerSpec, Lab, LabPod, PodSpec, _sandbox_config
+from testbed.lab.pods import CANONICAL, ContainerSpec, Lab, LabPod, PodSpec, sandbox_config
 from tests.conftest import require, require_root
 
 pytestmark = pytest.mark.lab
@@ -93,7 +93,7 @@ def _restarted_pod(lab: Lab) -> tuple[LabPod, str]:
     lab.cri.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=first.sandbox_id), timeout=30)
     # The kubelet would start "app" as attempt 1; the lab always uses 0, so the old one must go.
     lab.cri.runtime.RemoveContainer(cri.RemoveContainerRequest(container_id=first["app"].id), timeout=30)
-    config = _sandbox_config(CFG, spec)
+    config = sandbox_config(CFG, spec)
     config.metadata.attempt = 1
     second = lab.cri.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config), timeout=30).pod_sandbox_id
     pod = LabPod(spec, second, int(lab.cri.sandbox_status(second)[1]["pid"]))
@@ -261,8 +261,8 @@ def _by_uid(pods: list[PodInfo]) -> dict[str, PodInfo]:
 
 
 def test_list_pods(fallback: Fallback, tmp_path: Path) -> None:
-    listed = _by_uid(ProcResolver([CFG.state]).list_pods())
-    bare = _by_uid(_no_bundles(tmp_path).list_pods())
+    listed = _by_uid(ProcResolver([CFG.state]).list_pods().pods)
+    bare = _by_uid(_no_bundles(tmp_path).list_pods().pods)
     for name in (*COMPARED, "restarted"):
         want = fallback.pods[name]
         pod = listed[want.uid]

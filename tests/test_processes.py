@@ -19,7 +19,8 @@ import pytest
 
 from nsinspect.agent.core.errors import NotFound, NotRunning
 from nsinspect.agent.core.model import PodRef
-from nsinspect.agent.observe.processes import ProcessFacts, ProcessLister
+from nsinspect.agent.core.process import ProcessFacts
+from nsinspect.agent.observe.processes import ProcessLister
 from nsinspect.proto import agent_pb2, observe_pb2
 from nsinspect.proto import observe_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status

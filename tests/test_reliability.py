@@ -14,7 +14,7 @@ import pytest
 
 from testbed.lab.config import LabConfig
 from testbed.lab.pods import LabPod
-from testbed.reliability import leaks, load, restart
+from testbed.reliability import clients, leaks, load, restart
 from testbed.reliability.__main__ import SHORT_LOAD, SHORT_SESSIONS
 from tests.conftest import require_root
 
@@ -39,7 +39,7 @@ def test_load_with_churn_and_a_runtime_outage(tmp_path: Path) -> None:
     assert figures["from /proc while down"] > 0
     assert figures["CRI again after containerd's return (s)"] == figures["CRI again after containerd's return (s)"]
     # The agent counted what the clients saw (the probe asked besides them).
-    ok = {rpc: sum(1 for a in report.answers if a.rpc == rpc and a.code == "OK") for rpc in load.CALLS}
+    ok = {rpc: sum(1 for a in report.answers if a.rpc == rpc and a.code == "OK") for rpc in clients.CALLS}
     probe_ok = sum(1 for s in report.probe if s[2] == "OK")
     assert report.metrics["rpc Inspect OK"] == ok["Inspect"] + probe_ok
     assert report.metrics["rpc ListProcesses OK"] == ok["ListProcesses"]

@@ -10,26 +10,26 @@ import grpc
 import pytest
 
 from nsinspect.agent.core.errors import NotFound, ResourceExhausted
-from nsinspect.agent.server.app import _errors
+from nsinspect.agent.server.status import answers_errors
 from nsinspect.proto.rpcerror import rpc_status
 
 
 class Handlers:
-    @_errors
+    @answers_errors
     def unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         raise NotFound("pod default/x not found")
 
-    @_errors
+    @answers_errors
     def stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield b"first"
         raise ResourceExhausted("too many sessions")
 
-    @_errors
+    @answers_errors
     def crash(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield b"first"
         raise KeyError("secret detail")
 
-    @_errors
+    @answers_errors
     def own_abort(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         context.abort(grpc.StatusCode.ALREADY_EXISTS, "handler's own status")
 

@@ -26,7 +26,7 @@ container's cgroups 0.3-1 ms (one RCU grace period is shared by the back-to-back
 the filter 0.6 ms (the fork included), the rest under 0.1 ms.
 
 What cannot be reproduced is listed in `missing`; the enterer refuses the session then, unless the
-caller may have nsenter semantics (`create pods/nsenter`), see enter.py. Runs only in the
+caller may have nsenter semantics (`create pods/nsenter`), see enterer.py. Runs only in the
 single-threaded enterer, never in the agent's server process.
 """
 
@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..linux.syscalls import _check, _libc
+from ..linux.syscalls import checked, libc
 
 PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
 PTRACE_SECCOMP_GET_FILTER, PTRACE_SECCOMP_GET_METADATA = 0x420C, 0x420D
@@ -60,7 +60,7 @@ _mounts: dict[frozenset[str], tuple[str, str]] = {}
 
 
 class Readable(Protocol):
-    """The target as the enterer holds it (enter.Target): its pid and its /proc directory."""
+    """The target as the enterer holds it (join.HeldProcess): its pid and its /proc directory."""
 
     pid: int
 
@@ -234,7 +234,7 @@ def read_filter(pid: int) -> tuple[bytes, int]:
 
 
 def _ptrace(request: int, pid: int, addr: int = 0, data: int | ctypes.Array[ctypes.c_char] | None = 0) -> int:
-    return _check(_libc.ptrace(ctypes.c_long(request), ctypes.c_long(pid), ctypes.c_void_p(addr),
+    return checked(libc.ptrace(ctypes.c_long(request), ctypes.c_long(pid), ctypes.c_void_p(addr),
                                data if isinstance(data, ctypes.Array) else ctypes.c_void_p(data)), "ptrace")
 
 
@@ -248,7 +248,7 @@ def load_filter(program: bytes, flags: int) -> None:
         raise OSError(errno.ENOSYS, f"seccomp: not supported on {platform.machine()}")
     prog = _SockFprog(len(program) // SOCK_FILTER_SIZE, program)
     keep = flags & (SECCOMP_FILTER_FLAG_LOG | SECCOMP_FILTER_FLAG_SPEC_ALLOW)
-    _check(_libc.syscall(_SECCOMP_NR, SECCOMP_SET_MODE_FILTER, keep, ctypes.byref(prog)), "seccomp")
+    checked(libc.syscall(_SECCOMP_NR, SECCOMP_SET_MODE_FILTER, keep, ctypes.byref(prog)), "seccomp")
 
 
 # -- applying ------------------------------------------------------------------------------------------

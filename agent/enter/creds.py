@@ -2,15 +2,15 @@
 
 Read from /proc/PID before joining (ids translated into the user namespace being joined) and
 taken after it, so the command starts as the container's own process would (nsenter semantics).
-Apart from enter.py because this alone decides the command's identity.
+Apart from the enterer's steps because this alone decides the command's identity.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ..core.plan import Plan
 from ..linux.syscalls import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
@@ -22,9 +22,7 @@ from ..linux.syscalls import (
     prctl,
 )
 from . import toolbox
-
-if TYPE_CHECKING:  # enter.py imports this module: its types are for the checker only
-    from .helper import Plan, Target
+from .join import HeldProcess
 
 
 def _id_map(raw: bytes) -> list[tuple[int, int, int]]:
@@ -44,8 +42,9 @@ def _or_overflow(value: int | None) -> int:
 
 
 @dataclass(frozen=True)
-class Creds:
-    """The target's credentials from /proc/PID/status, as ids inside the user namespace joined."""
+class RunAs:
+    """Who the command runs as: the target's ids, groups and capabilities from /proc/PID/status, as
+    ids inside the user namespace joined."""
 
     uids: tuple[int, int, int]
     gids: tuple[int, int, int]
@@ -59,7 +58,7 @@ class Creds:
     last_cap: int = 40
 
     @classmethod
-    def read(cls, target: Target, joins_user: bool) -> Creds:
+    def read(cls, target: HeldProcess, joins_user: bool) -> RunAs:
         status = dict(line.split(":", 1) for line in target.read("status").decode().splitlines() if ":" in line)
         uids = [int(v) for v in status["Uid"].split()[:3]]
         gids = [int(v) for v in status["Gid"].split()[:3]]
@@ -98,7 +97,7 @@ class Creds:
             prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def read_environ(target: Target, plan: Plan) -> dict[bytes, bytes]:
+def read_environ(target: HeldProcess, plan: Plan) -> dict[bytes, bytes]:
     """The container's environment as CRI exec gives it (its spec's), with the caller's additions;
     without the spec, the target's own. Never for a command with the agent's powers (--privileged):
     the spec's variables are the pod's to write too, and LD_PRELOAD, ENV (sourced by an interactive

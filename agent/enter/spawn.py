@@ -5,6 +5,8 @@ The reaper is agent/enter/reaper.c, a small static program the enterer's child e
 see). The program is found here, in the enterer, inside the container's root with its PATH and
 ids, so that "not found" and "not executable" are told apart; the reaper gets the outcome as its
 plan, written on a pipe: NUL-separated path, tty, error, error code, argc, argv, envc, environment.
+The helper loads the reaper once (load_reaper, into a sealed memfd) and every session's reaper is
+exec'd from that copy (exec_reaper).
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ import errno
 import fcntl
 import os
 import sys
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # enter.py imports this module: its types are for the checker only
-    from .helper import Entry
+from ..core.plan import Plan
 
 EXIT_NOT_FOUND, EXIT_CANNOT_EXECUTE = 127, 126  # as shells report them
 REAPER_ENV = "NSINSPECT_REAPER"  # the reaper's path, for the fork server to load
+_reaper: list[int] = []  # the reaper binary's sealed memfd (sealed_copy), loaded once by load_reaper
 
 
 def default_reaper() -> str:
@@ -27,7 +28,7 @@ def default_reaper() -> str:
     return os.environ.get(REAPER_ENV) or os.path.join(sys.prefix, "libexec", "nsinspect-reaper")
 
 
-def _find(name: str, env: dict[bytes, bytes]) -> str:
+def find_program(name: str, env: dict[bytes, bytes]) -> str:
     """execvp's search, done here so that "not found" and "not executable" are told apart."""
     if "/" in name:
         return name
@@ -41,24 +42,24 @@ def _find(name: str, env: dict[bytes, bytes]) -> str:
     raise OSError(errno.EACCES if denied else errno.ENOENT, name)
 
 
-def prepare_spawn(s: Entry) -> None:
-    """Find the program (as the target would: its root, PATH and credentials) and write the
+def reaper_plan(plan: Plan, env: dict[bytes, bytes]) -> bytes:
+    """Find the program (as the target would: its root, PATH and credentials) and make the
     reaper's plan; a failure is the plan too, for the reaper to report as the command's."""
     try:
-        path, error, code = _find(s.plan.argv[0], s.env), "", 0
+        path, error, code = find_program(plan.argv[0], env), "", 0
     except OSError as err:
-        path, error = "", _exec_message(s, err)
+        path, error = "", _exec_message(plan, env, err)
         code = EXIT_NOT_FOUND if err.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
-    fields = [os.fsencode(path), b"1" if s.plan.tty else b"0", error.encode(errors="replace"), str(code).encode(),
-              str(len(s.plan.argv)).encode(), *(os.fsencode(a) for a in s.plan.argv),
-              str(len(s.env)).encode(), *(k + b"=" + v for k, v in s.env.items())]
-    s.reaper_plan = b"".join(f + b"\0" for f in fields)
+    fields = [os.fsencode(path), b"1" if plan.tty else b"0", error.encode(errors="replace"), str(code).encode(),
+              str(len(plan.argv)).encode(), *(os.fsencode(a) for a in plan.argv),
+              str(len(env)).encode(), *(k + b"=" + v for k, v in env.items())]
+    return b"".join(f + b"\0" for f in fields)
 
 
-def _exec_message(s: Entry, err: OSError) -> str:
-    name = s.plan.argv[0]
+def _exec_message(plan: Plan, env: dict[bytes, bytes], err: OSError) -> str:
+    name = plan.argv[0]
     if err.errno == errno.ENOENT and "/" not in name:
-        path = s.env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
+        path = env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
         return f'"{name}": executable file not found in $PATH ({path})'
     return f'"{name}": {os.strerror(err.errno or errno.EIO)}'
 
@@ -80,3 +81,24 @@ def sealed_copy(path: str, name: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def load_reaper(path: str) -> None:
+    """Load the reaper once per helper: every session's reaper is exec'd from this sealed copy."""
+    _reaper.append(sealed_copy(path, "nsinspect-exec"))
+
+
+def reaper_loaded() -> bool:
+    return bool(_reaper)
+
+
+def exec_reaper(plan_fd: int, status_fd: int) -> None:
+    """In the enterer's child: become the session's reaper (agent/enter/reaper.c, from its sealed memfd)
+    with the session's stdio as 0-2, its plan on 3 and the status socket on 4, and nothing else.
+    Only ever returns by raising."""
+    if not _reaper:
+        raise OSError(errno.ENOENT, "no session reaper loaded")
+    exe, plan, status = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (_reaper[0], plan_fd, status_fd))
+    os.dup2(plan, 3)  # dup2 makes them inheritable; everything else is close-on-exec
+    os.dup2(status, 4)
+    os.execve(exe, ["nsinspect-exec"], {})

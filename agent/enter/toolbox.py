@@ -14,7 +14,7 @@ Everything is built by the enterer, outside the pod's pid namespace, before the 
 so visible to the pod while it still had the node's privileges. The container's /proc is cloned
 instead, from inside its mount namespace (a mount of another mount namespace cannot be cloned from
 outside it), with the target's root, and carried back as detached trees. Needs the new mount API
-(Linux >= 5.12). Runs only in the single-threaded helper (agent/enter/helper.py).
+(Linux >= 5.12). Runs only in the single-threaded enterer (agent/enter/enterer.py).
 
 What the command can write: /tmp (the session's tmpfs, gone with it), and, as the container's user
 with the container's capabilities, what the container can write through /proc/PID/root of its
@@ -31,7 +31,7 @@ import platform
 import struct
 from dataclasses import dataclass
 
-from ..linux.syscalls import _check, _libc
+from ..linux.syscalls import checked, libc
 
 TARGET = "target"
 PATH = "/bin:/sbin:/usr/bin:/usr/sbin"
@@ -68,12 +68,12 @@ def _syscall(name: str, *args: object) -> int:
     number = _SYS[name]
     if not isinstance(number, int) or number < 0:
         raise OSError(38, f"{name}: not supported on {platform.machine()}")
-    return _check(_libc.syscall(number, *args), name)
+    return checked(libc.syscall(number, *args), name)
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = [None if v is None else v.encode() for v in (source, target, fstype, data)]
-    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
+    checked(libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
 
 
 def _clone(path: str, attrs: int, dirfd: int = AT_FDCWD, flags: int = 0) -> int:
@@ -191,14 +191,14 @@ def _clone_target(target_dirfd: int) -> tuple[int, int]:
     root = os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=target_dirfd)
     clones: list[int] = []
     try:
-        _check(_libc.setns(theirs, CLONE_NEWNS), "setns into the target's mount namespace")
+        checked(libc.setns(theirs, CLONE_NEWNS), "setns into the target's mount namespace")
         try:
             clones.append(_clone("", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, dirfd=root,
                                  flags=AT_EMPTY_PATH))
             clones.append(_clone("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, dirfd=root,
                                  flags=AT_SYMLINK_NOFOLLOW))
         finally:
-            _check(_libc.setns(own, CLONE_NEWNS), "setns back into our mount namespace")
+            checked(libc.setns(own, CLONE_NEWNS), "setns back into our mount namespace")
         if _fs_type(clones[1]) != PROC_SUPER_MAGIC:
             raise OSError(errno.ENOENT, "the container has no /proc mounted: tools mode needs it")
         return clones[0], clones[1]
@@ -213,7 +213,7 @@ def _clone_target(target_dirfd: int) -> tuple[int, int]:
 
 def _fs_type(fd: int) -> int:
     buf = ctypes.create_string_buffer(128)  # struct statfs: f_type is its first field
-    _check(_libc.fstatfs(fd, buf), "fstatfs")
+    checked(libc.fstatfs(fd, buf), "fstatfs")
     return int(struct.unpack_from("l", buf)[0])
 
 
@@ -230,7 +230,7 @@ def _tmpfs(options: dict[str, str], attrs: int) -> int:
 
 def enter_root(prepared: Prepared) -> None:
     """Make the tools root and pivot into it (a mount namespace of our own: nothing propagates back)."""
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    checked(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     root = _tmpfs({"source": "nsinspect-tools", "mode": "0755", "size": ROOT_SIZE},
                   MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
@@ -260,6 +260,6 @@ def enter_root(prepared: Prepared) -> None:
         _attach(fd, name)
     _attach(prepared.target, TARGET)
     _syscall("pivot_root", b".", b".")
-    _check(_libc.umount2(b".", MNT_DETACH), "detach the old root")
+    checked(libc.umount2(b".", MNT_DETACH), "detach the old root")
     os.chdir("/")
     prepared.close()

@@ -1,7 +1,7 @@
 """The Linux calls the namespace helper needs and Python's os module lacks: prctl, setns, capset.
 
 Thin ctypes wrappers that turn a failed call into OSError, and the constants they take (clone
-flags, prctl options), kept in one place so the helper's process roles (enter.py) read as steps.
+flags, prctl options), kept in one place so the helper's process roles (agent/enter/) read as steps.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, P
 PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
 _CAP_VERSION_3 = 0x20080522
 
-_libc = ctypes.CDLL(None, use_errno=True)
+libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _check(result: int, what: str) -> int:
+def checked(result: int, what: str) -> int:
+    """A libc call's result, or its errno as OSError (libc is loaded with use_errno)."""
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
@@ -29,18 +30,18 @@ def _check(result: int, what: str) -> int:
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0) -> int:
-    return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
+    return checked(libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
                               ctypes.c_ulong(0)), f"prctl({option})")
 
 
 def set_name(name: bytes) -> None:
     """The process name (comm) ps shows for a helper process."""
-    _check(_libc.prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), ctypes.c_ulong(0), ctypes.c_ulong(0),
+    checked(libc.prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), ctypes.c_ulong(0), ctypes.c_ulong(0),
                        ctypes.c_ulong(0)), "prctl(PR_SET_NAME)")
 
 
 def setns(fd: int, nstype: int) -> None:
-    _check(_libc.setns(fd, nstype), "setns")
+    checked(libc.setns(fd, nstype), "setns")
 
 
 class _CapHeader(ctypes.Structure):
@@ -54,4 +55,4 @@ class _CapData(ctypes.Structure):
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     data = (_CapData * 2)(*(_CapData((effective >> s) & 0xFFFFFFFF, (permitted >> s) & 0xFFFFFFFF,
                                      (inheritable >> s) & 0xFFFFFFFF) for s in (0, 32)))
-    _check(_libc.capset(ctypes.byref(_CapHeader(_CAP_VERSION_3, 0)), data), "capset")
+    checked(libc.capset(ctypes.byref(_CapHeader(_CAP_VERSION_3, 0)), data), "capset")

@@ -1,28 +1,20 @@
 """A pod's network namespace from the node: links, addresses and routes (rtnetlink), and its TCP/UDP
 sockets (sock_diag) with the pod processes that hold them.
 
-Netlink answers about the namespace a socket was created in, so the two netlink sockets are made
-there and nothing else moves: a helper process (exec'd, single-threaded, a few lines of Python)
-setns()es into the namespace fd we pass it, creates the sockets, hands them back over SCM_RIGHTS and
-exits; pyroute2 then speaks netlink over them (use_socket). pyroute2 0.9's own way, NetNS or
-IPRoute(netns=...), forks the calling process and runs Python in the child: inside the gRPC agent
-that child crashed with SIGSEGV on about one call in five (grpc's fork handlers skip when other
-threads are in gRPC), so the agent does not use it. The namespace fd is opened from the sandbox
-process through its /proc/PID directory fd while a pidfd proves it is still that process, so a
-recycled PID cannot hand us another pod's network. Owners come from matching socket inodes against
-/proc/PID/fd of the pod's processes (processes.py finds them): O(fds of the pod).
+pyroute2 speaks netlink over two sockets made in the pod's namespace (netns.py: a helper process
+makes them there, nothing else moves), so nothing here enters a namespace. Holders come from
+matching socket inodes against /proc/PID/fd of the pod's processes (processes.py finds them):
+O(fds of the pod).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -32,9 +24,13 @@ from pyroute2.netlink.nlsocket import NetlinkSocket
 
 from ..core.errors import NotRunning, PermissionDenied, RuntimeUnavailable
 from ..core.model import PodInfo, PodRef, Source
+from ..core.network import Address, Link, NetInfo, Route, Socket, SocketHolder
 from ..core.nsid import NamespaceId
+from ..core.process import Member
 from ..procfs import procns
-from .processes import Member, ProcessLister, open_member
+from .netns import netlink_sockets, open_netns
+from .pinned import open_member
+from .processes import ProcessLister
 
 NETLINK_ROUTE = 0
 RT_TABLE_LOCAL = 255
@@ -49,152 +45,12 @@ _TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast"
 _FAMILIES = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    kind: str
-    state: str
-    flags: tuple[str, ...]
-    mtu: int
-    mac: str
-
-
-@dataclass(frozen=True)
-class Address:
-    link: str
-    family: int
-    address: str
-    prefix_len: int
-    scope: str
-
-
-@dataclass(frozen=True)
-class Route:
-    family: int
-    destination: str
-    gateway: str
-    link: str
-    source: str
-    protocol: str
-    scope: str
-    metric: int
-    table: int
-    type: str
-
-
-@dataclass(frozen=True)
-class Owner:
-    member: Member
-    comm: str
-
-
-@dataclass(frozen=True)
-class Socket:
-    protocol: str
-    family: int
-    state: str
-    local_address: str
-    local_port: int
-    remote_address: str
-    remote_port: int
-    inode: int
-    uid: int
-    owners: tuple[Owner, ...] = ()
-
-
-@dataclass(frozen=True)
-class NetInfo:
-    pod: PodInfo
-    host_network: bool
-    namespace: NamespaceId | None = None
-    links: tuple[Link, ...] = ()
-    addresses: tuple[Address, ...] = ()
-    routes: tuple[Route, ...] = ()
-    sockets: tuple[Socket, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-
 class _PodDiagSocket(DiagSocket):  # type: ignore[misc]
     """pyroute2's DiagSocket over a socket we made in the pod's namespace (its own takes no socket)."""
 
     def __init__(self, sock: socket.socket) -> None:
         NetlinkSocket.__init__(self, NETLINK_SOCK_DIAG, use_socket=sock)
         self.set_marshal(MarshalDiag())
-
-
-# argv: NSFD CHANNELFD PROTOCOL...; answers b"ok" with one netlink socket per protocol, or b"errno N".
-_HELPER = """
-import ctypes, os, socket, sys
-ns, chan = int(sys.argv[1]), socket.socket(fileno=int(sys.argv[2]))
-if ctypes.CDLL(None, use_errno=True).setns(ns, 0x40000000) != 0:
-    chan.send(b"errno %d" % ctypes.get_errno())
-    sys.exit(1)
-made = [socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, int(p)) for p in sys.argv[3:]]
-socket.send_fds(chan, [b"ok"], [s.fileno() for s in made])
-"""
-HELPER_TIMEOUT = 5.0
-
-
-def netlink_sockets(nsfd: int, protocols: tuple[int, ...]) -> list[socket.socket]:
-    """Netlink sockets created in the network namespace behind `nsfd`, by a helper process that is
-    exec'd (no Python runs between fork and exec, so a threaded parent is safe) and always reaped."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    fds: list[int] = []
-    try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _HELPER, str(nsfd), str(theirs.fileno()),
-                                 *map(str, protocols)], pass_fds=(nsfd, theirs.fileno()),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        theirs.close()
-        try:
-            ours.settimeout(HELPER_TIMEOUT)
-            msg, fds, _, _ = socket.recv_fds(ours, 1024, len(protocols))
-            _, err = proc.communicate(timeout=HELPER_TIMEOUT)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                proc.wait()
-        if msg.startswith(b"errno "):
-            code = int(msg.split()[1])
-            raise OSError(code, f"setns into the pod's network namespace: {os.strerror(code)}")
-        if msg != b"ok" or len(fds) != len(protocols):
-            detail = msg.decode(errors="replace") or err.decode(errors="replace").strip()[-200:] or "no answer"
-            raise OSError(f"the namespace helper failed: {detail}")
-        made, fds = [socket.socket(fileno=fd) for fd in fds], []
-        return made
-    finally:
-        for fd in fds:
-            os.close(fd)
-        ours.close()
-        theirs.close()
-
-
-def open_netns(pid: int, start_ticks: int) -> tuple[int, NamespaceId] | None:
-    """An fd of `pid`'s network namespace, if `pid` is still the process that started at `start_ticks`."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-    try:
-        dirfd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        os.close(pidfd)
-        return None
-    nsfd = -1
-    try:
-        if start_ticks and int(procns.stat_fields(procns.read_at(dirfd, "stat", 4096))[19]) != start_ticks:
-            return None
-        nsfd = os.open("ns/net", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
-        signal.pidfd_send_signal(pidfd, 0)  # still alive, so the namespace is that process's
-        st = os.fstat(nsfd)
-        found, nsfd = (nsfd, NamespaceId("net", st.st_dev, st.st_ino)), -1
-        return found
-    except (ProcessLookupError, FileNotFoundError):
-        return None
-    finally:
-        for fd in (nsfd, dirfd, pidfd):
-            if fd >= 0:
-                os.close(fd)
 
 
 @contextmanager
@@ -274,9 +130,9 @@ def _sockets(diag: Any) -> list[Socket]:
     return found
 
 
-def socket_owners(members: tuple[Member, ...], since_ticks: int, inodes: set[int]) -> dict[int, list[Owner]]:
+def socket_holders(members: tuple[Member, ...], since_ticks: int, inodes: set[int]) -> dict[int, list[SocketHolder]]:
     """Socket inode -> the members holding it, by reading /proc/PID/fd of each member."""
-    owners: dict[int, list[Owner]] = {}
+    owners: dict[int, list[SocketHolder]] = {}
     for m in members:
         opened = open_member(m, since_ticks)
         if opened is None:
@@ -297,7 +153,7 @@ def socket_owners(members: tuple[Member, ...], since_ticks: int, inodes: set[int
                 if link.startswith("socket:[") and (ino := int(link[8:-1])) in inodes:
                     held.add(ino)
             for ino in held:
-                owners.setdefault(ino, []).append(Owner(m, fields[0].decode(errors="replace")))
+                owners.setdefault(ino, []).append(SocketHolder(m, fields[0].decode(errors="replace")))
         except OSError:
             continue  # the process exited while we read its fds
         finally:
@@ -332,7 +188,7 @@ class NetInspector:
         finally:
             os.close(nsfd)
         found = self.lister.discover_pod(pod, settle=True)
-        owners = socket_owners(found.members, found.since_ticks, {s.inode for s in raw}) if found else {}
+        owners = socket_holders(found.members, found.since_ticks, {s.inode for s in raw}) if found else {}
         sockets = [replace(s, owners=tuple(owners.get(s.inode, ()))) for s in raw]
         sockets.sort(key=lambda s: (s.state != "LISTEN", s.protocol, s.family, s.local_port, s.remote_port))
         warnings = ("the container runtime's CRI API is unreachable: answered from /proc",) \

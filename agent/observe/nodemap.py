@@ -1,12 +1,13 @@
 """The node-wide namespace map: every namespace any process holds, like `lsns`, plus who owns it.
 
 This is the one place that walks all of /proc (design.md): one pass over the process entries
-(threads are not listed there, and lsns counts processes too), grouping by the text of each
-/proc/PID/ns/<type> link. The kernel prints that link from the namespace's inode number, and
-every namespace lives on the one nsfs, so the text identifies the namespace as well as a stat
-would, at half the cost. Only the lowest PID of each namespace is then stat'ed for the
-NamespaceId (st_dev, st_ino) and read for its command, through one directory fd, so the row's
-identity, PID and command all come from one process that is verified to still be a member.
+(procfs.walk; threads are not listed there, and lsns counts processes too), grouping by the text
+of each /proc/PID/ns/<type> link. The kernel prints that link from the namespace's inode number,
+and every namespace lives on the one nsfs, so the text identifies the namespace as well as a stat
+would, at half the cost: at the end of the pass it becomes the NamespaceId with nsfs's device.
+Only the lowest PID of each namespace is then stat'ed, to check it still holds that NamespaceId,
+and read for its command, through one directory fd, so the row's identity, PID and command all
+come from one process that is verified to still be a member.
 
 Owners come from the caller's HostInfo and PodInfo values; a pod's init processes are read with
 `procns.read_namespaces(pid, expect_start=...)`, so a reused PID is never taken for a container.
@@ -15,7 +16,7 @@ Owners come from the caller's HostInfo and PodInfo values; a pod's init processe
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,11 +24,11 @@ from ..core import validate
 from ..core.model import NS_TYPES, HostInfo, NodeNamespace, Owner, PodInfo
 from ..core.nsid import NamespaceId
 from ..procfs import procns
+from ..procfs.walk import DIR_FLAGS, each_process
 
 HOST = Owner(kind="host")
 UNKNOWN = Owner(kind="unknown")
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _CMDLINE_MAX = 8192  # what lsns reads (BUFSIZ); longer command lines are cut, as there
 
 
@@ -39,64 +40,57 @@ def build_node_map(pods: Iterable[PodInfo], host: HostInfo, types: Collection[st
     different `proc` must show the same processes (the host's procfs mounted elsewhere does).
     """
     wanted = [t for t in NS_TYPES if t in validate.ns_types(types)]
-    proc_fd = os.open(proc, _DIR_FLAGS)
+    proc_fd = os.open(proc, DIR_FLAGS)
     try:
         present = set(os.listdir(os.path.join(proc, "self", "ns")))
         wanted = [t for t in wanted if t in present]  # a kernel without time namespaces, say
-        groups = _walk(proc_fd, wanted)
-        rows = _resolve(proc_fd, groups)
+        rows = namespace_rows(proc_fd, _members(proc_fd, wanted))
     finally:
         os.close(proc_fd)
-    owners = _owners(pods, host, wanted)
+    owners = _owners_by_namespace(pods, host, wanted)
     order = {t: i for i, t in enumerate(NS_TYPES)}
     rows.sort(key=lambda r: (order[r.id.type], r.id.ino))
     return [replace(r, owners=tuple(owners.get(r.id, ())) or (UNKNOWN,)) for r in rows]
 
 
-def _walk(proc_fd: int, types: list[str]) -> dict[str, dict[str, list[int]]]:
-    """type -> link text ("net:[4026531840]") -> PIDs, in one pass over the process entries.
+def _members(proc_fd: int, types: list[str]) -> dict[NamespaceId, list[int]]:
+    """Every namespace of `types` and the PIDs in it, in one pass over the process entries.
 
-    A link that cannot be read is skipped alone, as lsns does: refused (PID 1 here), gone with
-    the process, or gone with its nsproxy while the process is a zombie, which still counts in
-    its pid and user namespaces (they hang off its pid and credentials, not the nsproxy).
+    Grouped by link text ("net:[4026531840]", which names its type too) inside the loop, made
+    NamespaceIds once at its end. A link that cannot be read is skipped alone, as lsns does:
+    refused (PID 1 here), gone with the process, or gone with its nsproxy while the process is a
+    zombie, which still counts in its pid and user namespaces (they hang off its pid and
+    credentials, not the nsproxy).
     """
-    groups: dict[str, dict[str, list[int]]] = {t: {} for t in types}
-    targets = [(f"ns/{t}", groups[t]) for t in types]
-    readlink, open_, close = os.readlink, os.open, os.close
-    skip = (FileNotFoundError, ProcessLookupError, PermissionError)
-    for name in os.listdir(proc_fd):
-        if not name.isdigit():
-            continue
-        try:
-            dirfd = open_(name, _DIR_FLAGS, dir_fd=proc_fd)
-        except skip:
-            continue
-        pid = int(name)
-        try:
-            for path, group in targets:
-                try:
-                    link = readlink(path, dir_fd=dirfd)
-                except skip:
-                    continue
-                pids = group.get(link)
-                if pids is None:
-                    group[link] = [pid]
-                else:
-                    pids.append(pid)
-        finally:
-            close(dirfd)
-    return groups
+    by_link: dict[str, list[int]] = {}
+    paths = [f"ns/{t}" for t in types]
+    readlink, skip = os.readlink, (FileNotFoundError, ProcessLookupError, PermissionError)
+
+    def group_links(pid: int, dirfd: int) -> None:
+        for path in paths:
+            try:
+                link = readlink(path, dir_fd=dirfd)
+            except skip:
+                continue
+            pids = by_link.get(link)
+            if pids is None:
+                by_link[link] = [pid]
+            else:
+                pids.append(pid)
+
+    each_process(group_links, proc_fd)
+    dev = procns.nsfs_dev()
+    return {NamespaceId.from_link(link, dev): pids for link, pids in by_link.items()}
 
 
 @dataclass(slots=True)
 class _Row:
     """A namespace while its lowest living member is being looked for."""
 
-    type: str
-    ino: int
+    id: NamespaceId
     pids: list[int]  # ascending
     next: int = 0  # index of the candidate being tried
-    id: NamespaceId | None = None
+    found: bool = False  # a member was seen in it through its own fd
     command: str = ""
 
     @property
@@ -116,31 +110,30 @@ class _Probe:
     ids: dict[str, NamespaceId]
 
 
-def _resolve(proc_fd: int, groups: dict[str, dict[str, list[int]]]) -> list[NodeNamespace]:
-    """Rows with NamespaceId and command from their lowest PID, falling back to the next lowest
-    when that process exited or left the namespace since the walk; rows with no member left are dropped."""
+def namespace_rows(proc_fd: int, members: Mapping[NamespaceId, list[int]]) -> list[NodeNamespace]:
+    """The rows of namespaces and the PIDs seen in them, with command from their lowest PID once a
+    stat through that process's own fd finds it still in the namespace, falling back to the next
+    lowest when it exited or left since the walk; rows with no member left are dropped."""
     rows: list[_Row] = []
     pending: dict[int, list[_Row]] = {}
-    for type_, links in groups.items():
-        for link, pids in links.items():
-            pids.sort()
-            row = _Row(type_, int(link[len(type_) + 2:-1]), pids)
-            rows.append(row)
-            pending.setdefault(pids[0], []).append(row)
+    for nid, pids in members.items():
+        pids.sort()
+        row = _Row(nid, pids)
+        rows.append(row)
+        pending.setdefault(pids[0], []).append(row)
     while pending:
         retry: dict[int, list[_Row]] = {}
         for pid, waiting in pending.items():
-            probe = _probe(proc_fd, pid, {r.type for r in waiting})
+            probe = _probe(proc_fd, pid, {r.id.type for r in waiting})
             for row in waiting:
-                nid = probe.ids.get(row.type) if probe is not None else None
-                if probe is not None and nid is not None and nid.ino == row.ino:
-                    row.id, row.command = nid, probe.command
+                if probe is not None and probe.ids.get(row.id.type) == row.id:
+                    row.found, row.command = True, probe.command
                     continue
                 row.next += 1
                 if row.next < len(row.pids):
                     retry.setdefault(row.lowest_pid, []).append(row)
         pending = retry
-    return [NodeNamespace(r.id, r.processes, r.lowest_pid, r.command) for r in rows if r.id is not None]
+    return [NodeNamespace(r.id, r.processes, r.lowest_pid, r.command) for r in rows if r.found]
 
 
 def _probe(proc_fd: int, pid: int, types: Collection[str]) -> _Probe | None:
@@ -150,7 +143,7 @@ def _probe(proc_fd: int, pid: int, types: Collection[str]) -> _Probe | None:
     namespaces belongs to the process that was just seen in them (or to its zombie: lsns agrees).
     """
     try:
-        dirfd = os.open(str(pid), _DIR_FLAGS, dir_fd=proc_fd)
+        dirfd = os.open(str(pid), DIR_FLAGS, dir_fd=proc_fd)
     except (FileNotFoundError, PermissionError):
         return None
     try:
@@ -185,7 +178,7 @@ def _command(dirfd: int) -> str:
 
 
 
-def _owners(pods: Iterable[PodInfo], host: HostInfo, types: list[str]) -> dict[NamespaceId, list[Owner]]:
+def _owners_by_namespace(pods: Iterable[PodInfo], host: HostInfo, types: list[str]) -> dict[NamespaceId, list[Owner]]:
     """Who holds each namespace: the host reference process and each pod's verified init processes."""
     owners: dict[NamespaceId, list[Owner]] = {}
 

@@ -127,6 +127,13 @@ def _read_open(pid: int, pidfd: int, dirfd: int, expect_start: int,
 
 
 @cache
+def nsfs_dev() -> int:
+    """The st_dev of nsfs, the kernel's filesystem of namespaces, stat'ed once: with a link's text it
+    makes a NamespaceId without a stat of its own (`NamespaceId.from_link(text, nsfs_dev())`)."""
+    return os.stat("/proc/self/ns/net").st_dev
+
+
+@cache
 def kernel_types() -> frozenset[str]:
     """The namespace types this kernel has (time arrived in 5.6, cgroup in 4.6)."""
     return frozenset(name for name in os.listdir("/proc/self/ns") if name in NS_TYPES)

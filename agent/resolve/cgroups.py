@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..procfs import procns
+from ..procfs.walk import DIR_FLAGS, each_process
 
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 
@@ -91,16 +92,24 @@ def parse_cgroup_file(text: str) -> CgroupMatch | None:
     return best
 
 
-def read_process(pid: int, proc: Path = Path("/proc")) -> ProcessCgroup | None:
+def read_process_cgroup(pid: int, proc: Path = Path("/proc")) -> ProcessCgroup | None:
     """Read one process's stat and cgroup through a single /proc/PID fd; None once it is gone.
 
     The fd stays bound to the process it was opened for, so both reads describe the same process
     even if the PID is reused meanwhile (reads through it then fail instead). Zombies count as gone.
     """
     try:
-        dirfd = os.open(proc / str(pid), os.O_RDONLY | os.O_DIRECTORY)
+        dirfd = os.open(proc / str(pid), DIR_FLAGS)
     except OSError:
         return None
+    try:
+        return _read_cgroup_at(pid, dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def _read_cgroup_at(pid: int, dirfd: int) -> ProcessCgroup | None:
+    """The reads of read_process_cgroup through a /proc/PID fd already open."""
     try:
         fields = procns.stat_fields(procns.read_at(dirfd, "stat"))
         if fields[0] in (b"Z", b"X"):
@@ -113,17 +122,23 @@ def read_process(pid: int, proc: Path = Path("/proc")) -> ProcessCgroup | None:
         raise
     except (ValueError, IndexError):
         return None
-    finally:
-        os.close(dirfd)
 
 
-
-def walk_proc(proc: Path = Path("/proc")) -> Iterator[ProcessCgroup]:
-    """Every process of the node that lives in a pod. O(processes of the node): only for the node map
+def processes_in_pods(proc: Path = Path("/proc")) -> list[ProcessCgroup]:
+    """Every process of the node that lives in a pod. O(processes of the node): only for list_pods
     when neither the runtime's state nor the cgroup tree can be read."""
-    for entry in os.scandir(proc):
-        if entry.name.isdigit() and (p := read_process(int(entry.name), proc)) and p.match:
-            yield p
+    found: list[ProcessCgroup] = []
+
+    def keep_pod_process(pid: int, dirfd: int) -> None:
+        if (p := _read_cgroup_at(pid, dirfd)) and p.match:
+            found.append(p)
+
+    proc_fd = os.open(proc, DIR_FLAGS)
+    try:
+        each_process(keep_pod_process, proc_fd)
+    finally:
+        os.close(proc_fd)
+    return found
 
 
 MAX_NESTED_CGROUPS = 1024

@@ -20,6 +20,7 @@ from ..core.errors import NotFound
 from ..core.model import ContainerInfo, NamespaceOptions, PodInfo, PodRef, SandboxInfo, Source
 from ..procfs import procns
 from .cri import CriClient
+from .source import PodList
 
 CONTAINER_STATES = {cri.CONTAINER_CREATED: "created", cri.CONTAINER_RUNNING: "running",
                     cri.CONTAINER_EXITED: "exited", cri.CONTAINER_UNKNOWN: "unknown"}
@@ -67,6 +68,8 @@ def pod_labels(ref: PodRef) -> dict[str, str]:
 
 
 class CriResolver:
+    """The PodSource of the runtime's CRI API (source.py); safe to share between threads."""
+
     def __init__(self, client: CriClient) -> None:
         self.client = client
         self._cache: OrderedDict[str, _Process] = OrderedDict()
@@ -156,10 +159,10 @@ class CriResolver:
             options=proc.options if proc else None, hostname=proc.hostname if proc else "",
         )
         return PodInfo(namespace=sb.metadata.namespace, name=sb.metadata.name, uid=sb.metadata.uid,
-                       source=Source.CRI, sandbox=sandbox, containers=self._containers(containers, fresh),
+                       source=Source.CRI, sandbox=sandbox, containers=self._container_infos(containers, fresh),
                        runtime=self.runtime_name())
 
-    def _containers(self, listed: list[cri.Container], fresh: bool) -> tuple[ContainerInfo, ...]:
+    def _container_infos(self, listed: list[cri.Container], fresh: bool) -> tuple[ContainerInfo, ...]:
         # A restarted container leaves its previous attempt behind: keep the running one, else the latest.
         latest: dict[str, cri.Container] = {}
         for c in listed:
@@ -178,13 +181,13 @@ class CriResolver:
             ))
         return tuple(result)
 
-    def list_pods(self) -> list[PodInfo]:
+    def list_pods(self) -> PodList:
         """Every ready pod on the node (for the node map), in two list calls."""
         by_sandbox: dict[str, list[cri.Container]] = {}
         for c in self.client.list_containers():
             by_sandbox.setdefault(c.pod_sandbox_id, []).append(c)
-        return [self._pod(sb, by_sandbox.get(sb.id, []), fresh=False)
-                for sb in self.client.list_sandboxes(ready_only=True)]
+        return PodList([self._pod(sb, by_sandbox.get(sb.id, []), fresh=False)
+                        for sb in self.client.list_sandboxes(ready_only=True)], from_cri=True)
 
 
 def _start_time(pid: int) -> int:

@@ -1,9 +1,10 @@
 """Pick the source of truth for a pod: the runtime's CRI API, else /proc and the runtime's bundles.
 
-When CRI fails, callers are answered from /proc at once, and CRI is not asked again for
-`retry_after` seconds, so a dead runtime costs one timeout, not one per request. Each answer is
-counted by its source, each failed CRI call by its kind, into whatever `Counts` the agent
-hands in (its metrics: server/metrics.py).
+The one place that chooses between the two PodSources (source.py), and a PodSource itself, so the
+code above it asks one thing. When CRI fails, callers are answered from /proc at once, and CRI is
+not asked again for `retry_after` seconds, so a dead runtime costs one timeout, not one per
+request. Each answer is counted by its source, each failed CRI call by its kind, into whatever
+`Counts` the agent hands in (its metrics: server/metrics.py).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from ..core.errors import NotFound, NotRunning, RuntimeUnavailable
 from ..core.model import PodInfo, PodRef
 from .cri import CriUnavailable
-from .cri_source import CriResolver
 from .proc_source import ProcResolver
+from .source import PodList, PodSource
+
+AnswerT = TypeVar("AnswerT")
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,10 @@ class NoCounts:
 
 
 class Resolver:
-    def __init__(self, cri: CriResolver | None, proc: ProcResolver, retry_after: float = 1.0,
+    """CRI's answers while it works (`cri`: a CriResolver, None without an endpoint), else those of
+    `proc`, whose bundle store the exec service also reads; safe to share between threads."""
+
+    def __init__(self, cri: PodSource | None, proc: ProcResolver, retry_after: float = 1.0,
                  counts: Counts | None = None) -> None:
         self.cri = cri
         self.proc = proc
@@ -49,7 +56,7 @@ class Resolver:
         self._cri_error = "no CRI endpoint configured or found" if cri is None else ""
         self._lock = threading.Lock()
 
-    def _cri_usable(self) -> CriResolver | None:
+    def _cri_usable(self) -> PodSource | None:
         with self._lock:
             return self.cri if self.cri is not None and time.monotonic() >= self._cri_down_until else None
 
@@ -93,18 +100,26 @@ class Resolver:
             raise NotRunning(f"pod {pod.namespace}/{pod.name} has no running sandbox")
         return pod
 
+    def list_pods(self) -> PodList:
+        """Every pod on the node, and whether CRI (rather than /proc) answered."""
+        return self._ask(lambda source: source.list_pods())
+
     def _resolve(self, ref: PodRef, fresh: bool) -> PodInfo:
+        return self._ask(lambda source: source.resolve(ref, fresh))
+
+    def _ask(self, question: Callable[[PodSource], AnswerT]) -> AnswerT:
+        """The one choice: CRI's answer unless it is down or fails, else the /proc fallback's."""
         if (cri := self._cri_usable()) is not None:
             try:
-                pod = cri.resolve(ref, fresh)
+                answer = question(cri)
             except RuntimeUnavailable as err:
                 self._cri_failed(err)
             else:
                 self._cri_ok()
                 self.counts.resolution("cri")
-                return pod
+                return answer
         try:
-            pod = self.proc.resolve(ref)
+            answer = question(self.proc)
         except RuntimeUnavailable as err:
             self.counts.runtime_error("proc_fallback")
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback cannot answer either: {err}") from err
@@ -112,23 +127,4 @@ class Resolver:
             self.counts.runtime_error("proc_fallback")
             raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
         self.counts.resolution("proc")
-        return pod
-
-    def list_pods(self) -> tuple[list[PodInfo], bool]:
-        """Every pod on the node, and whether CRI (rather than /proc) answered."""
-        if (cri := self._cri_usable()) is not None:
-            try:
-                pods = cri.list_pods()
-            except RuntimeUnavailable as err:
-                self._cri_failed(err)
-            else:
-                self._cri_ok()
-                self.counts.resolution("cri")
-                return pods, True
-        try:
-            pods = self.proc.list_pods()
-        except OSError as err:
-            self.counts.runtime_error("proc_fallback")
-            raise RuntimeUnavailable(f"{self._cri_error}; the /proc fallback failed too: {err}") from err
-        self.counts.resolution("proc")
-        return pods, False
+        return answer

@@ -3,11 +3,10 @@
 The fallback for when the CRI socket is unreachable (containers keep running under their shims).
 Names, ids and namespace options come from the runtime's OCI bundles (bundles.py); every PID the
 runtime wrote down is checked against the cgroup /proc shows for it, so a reused PID is never
-attributed. Without readable bundles (unknown runtime, state dir not mounted) a pod can still be
-found by UID through its cgroup directories (cgroups.py), but then containers are known by id only
-(named by its first 13 characters, as crictl abbreviates) and the sandbox is the oldest of them.
-Resolution reads O(containers of the node) cached bundle entries and O(processes of the pod) files
-under /proc; only list_pods without bundles or a visible cgroup tree walks all of /proc.
+attributed. A pod no bundle names is looked for in the cgroup tree alone (cgroup_pods.py), known
+by UID and container ids only. Resolution reads O(containers of the node) cached bundle entries
+and O(processes of the pod) files under /proc; only list_pods without bundles or a visible cgroup
+tree walks all of /proc.
 """
 
 from __future__ import annotations
@@ -21,22 +20,16 @@ from pathlib import Path
 
 from ..core.errors import InvalidArgument, NotFound, RuntimeUnavailable
 from ..core.model import ContainerInfo, NamespaceOptions, PodInfo, PodRef, SandboxInfo, Source
+from ..core.nsid import NamespaceId
 from .bundles import DEFAULT_STATE_DIRS, Bundle, BundleStore, read_pid
-from .cgroups import (
-    CGROUP_MOUNT,
-    CgroupTree,
-    ProcessCgroup,
-    container_dirs,
-    read_process,
-    read_procs,
-    walk_proc,
-)
+from .cgroup_pods import pod_by_uid, pods_from_proc_walk, pods_in_tree
+from .cgroups import CGROUP_MOUNT, CgroupTree, ProcessCgroup, read_process_cgroup
+from .source import PodList
 
 __all__ = ["DEFAULT_STATE_DIRS", "ProcResolver"]
 
 _PROC_NS = re.compile(r"/proc/(\d+)/ns/(\w+)")
 _PROC_NAMES = {"network": "net", "pid": "pid", "ipc": "ipc"}  # OCI namespace type -> /proc/PID/ns name
-_SHORT_ID = 13  # how `crictl ps` and `hack/lab status` abbreviate ids
 _PIDFILE_SLACK_S = 2.0  # boot-time clock against wall clock: a reused PID starts long after the pid file
 
 
@@ -49,7 +42,8 @@ class _Member:
 
 
 class ProcResolver:
-    """Answers like CriResolver, with `source=Source.PROC`; safe to share between threads."""
+    """The PodSource of the runtime's records on disk (source.py): answers like CriResolver, with
+    `source=Source.PROC`; safe to share between threads."""
 
     def __init__(self, state_dirs: Sequence[Path] = DEFAULT_STATE_DIRS, proc: Path = Path("/proc"), *,
                  cgroup_mount: Path = CGROUP_MOUNT) -> None:
@@ -58,8 +52,9 @@ class ProcResolver:
         self.tree = CgroupTree(cgroup_mount)
 
     # -- public -------------------------------------------------------------------------------
-    def resolve(self, ref: PodRef) -> PodInfo:
-        """The pod by namespace/name, by UID, or by both (which must then agree).
+    def resolve(self, ref: PodRef, fresh: bool = False) -> PodInfo:
+        """The pod by namespace/name, by UID, or by both (which must then agree). Always fresh: the
+        bundles are rescanned on every call (their specs cached only while their files are unchanged).
 
         A pod the bundles do not know is looked up by UID in its cgroups; that answer has no
         namespace, name or options (nothing on disk says them), so it cannot check a name either.
@@ -72,7 +67,7 @@ class ProcResolver:
             return self._bundle_pod(sandboxes, _by_sandbox(scan.bundles))
         _explain_mismatch(ref, scan.bundles)
         if ref.uid:
-            pod = self._cgroup_pod(ref.uid)
+            pod = pod_by_uid(self.tree, ref.uid, self.proc)
             if pod is not None:
                 return pod
         elif not scan.available:
@@ -81,7 +76,7 @@ class ProcResolver:
                                      f"in {dirs}; without it only a lookup by UID works (from cgroups)")
         raise NotFound(f"pod {ref} not found on this node")
 
-    def list_pods(self) -> list[PodInfo]:
+    def list_pods(self) -> PodList:
         """Every pod with a live sandbox or container: from bundles, plus any pod only cgroups show."""
         scan = self.store.scan()
         groups: dict[str, list[Bundle]] = {}
@@ -90,14 +85,11 @@ class ProcResolver:
                 groups.setdefault(b.pod_uid or f"{b.pod_namespace}/{b.pod_name}", []).append(b)
         by_sandbox = _by_sandbox(scan.bundles)
         pods = [self._bundle_pod(group, by_sandbox) for group in groups.values()]
-        known = {p.uid for p in pods}
         if self.tree.roots(refresh=True):
-            for uid, pod_dir in self.tree.all_pod_dirs().items():
-                if uid not in known and (pod := self._pod_from_cgroups(uid, container_dirs(pod_dir))):
-                    pods.append(pod)
+            pods.extend(pods_in_tree(self.tree, {p.uid for p in pods}, self.proc))
         elif not scan.available:
-            pods.extend(self._pods_from_proc_walk())
-        return [p for p in pods if _alive(p)]
+            pods.extend(pods_from_proc_walk(self.proc))
+        return PodList([p for p in pods if _pod_alive(p)], from_cri=False)
 
     # -- from bundles -------------------------------------------------------------------------
     def _member(self, bundle: Bundle) -> _Member:
@@ -108,7 +100,7 @@ class ProcResolver:
         pid = read_pid(bundle)
         if pid <= 0:
             return None
-        p = read_process(pid, self.proc)
+        p = read_process_cgroup(pid, self.proc)
         if p is None:
             return None
         if p.match is not None and p.match.container_id:
@@ -152,14 +144,16 @@ class ProcResolver:
         modes: dict[str, str] = {}
         target = ""
         for oci_type in _PROC_NAMES:
-            found = self._mode(c.namespace_path(oci_type), oci_type, sb, sb_pid, pid_of)
+            found = self._namespace_mode(c.namespace_path(oci_type), oci_type, sb, sb_pid, pid_of)
             if found is None:
                 return None
             modes[oci_type], target = found[0], target or found[1]
         return NamespaceOptions(network=modes["network"], pid=modes["pid"], ipc=modes["ipc"], target_id=target)
 
-    def _mode(self, path: str | None, oci_type: str, sb: Bundle, sb_pid: int,
-              pid_of: Mapping[int, str]) -> tuple[str, str] | None:
+    def _namespace_mode(self, path: str | None, oci_type: str, sb: Bundle, sb_pid: int,
+                        pid_of: Mapping[int, str]) -> tuple[str, str] | None:
+        """The CRI mode (and target) a container's namespace path means: NODE when it has none of its
+        own, CONTAINER for a new one, else whose it joins; None when it cannot be placed."""
         if path is None:
             return "NODE", ""
         if not path:
@@ -174,72 +168,19 @@ class ProcResolver:
             return "TARGET", pid_of[pid]
         # The spec holds PIDs from creation time: compare the namespaces themselves.
         ns = _PROC_NAMES[oci_type]
-        wanted = _ns_ident(self.proc / str(pid) / "ns" / ns if pid else Path(path))
+        wanted = _namespace_at(self.proc / str(pid) / "ns" / ns if pid else Path(path), ns)
         if wanted is None:
             return None
-        if sb_pid and wanted == _ns_ident(self.proc / str(sb_pid) / "ns" / ns):
+        if sb_pid and wanted == _namespace_at(self.proc / str(sb_pid) / "ns" / ns, ns):
             return via_sandbox
         if oci_type == "pid":
             for other, cid in pid_of.items():
-                if wanted == _ns_ident(self.proc / str(other) / "ns" / ns):
+                if wanted == _namespace_at(self.proc / str(other) / "ns" / ns, ns):
                     return "TARGET", cid
-        if wanted == _ns_ident(self.proc / "1" / "ns" / ns):
+        if wanted == _namespace_at(self.proc / "1" / "ns" / ns, ns):
             return "NODE", ""
         return None
 
-    # -- from cgroups -------------------------------------------------------------------------
-    def _cgroup_pod(self, uid: str) -> PodInfo | None:
-        pod_dir = self.tree.pod_dir(uid.lower())
-        return self._pod_from_cgroups(uid.lower(), container_dirs(pod_dir)) if pod_dir else None
-
-    def _pod_from_cgroups(self, uid: str, dirs: Mapping[str, Path]) -> PodInfo | None:
-        """A pod from its container cgroups; the sandbox is the container whose init started first."""
-        members = {cid: self._members_of(cid, read_procs(d)) for cid, d in dirs.items()}
-        return _pod_from_members(uid, members)
-
-    def _members_of(self, cid: str, pids: Iterable[int]) -> list[ProcessCgroup]:
-        found = []
-        for pid in pids:
-            p = read_process(pid, self.proc)
-            if p is not None and p.match is not None and p.match.container_id == cid:
-                found.append(p)
-        return found
-
-    def _pods_from_proc_walk(self) -> list[PodInfo]:
-        by_pod: dict[str, dict[str, list[ProcessCgroup]]] = {}
-        for p in walk_proc(self.proc):
-            if p.match and p.match.container_id:
-                by_pod.setdefault(p.match.pod_uid, {}).setdefault(p.match.container_id, []).append(p)
-        return [pod for uid, members in by_pod.items() if (pod := _pod_from_members(uid, members))]
-
-
-def _pod_from_members(uid: str, members: Mapping[str, list[ProcessCgroup]]) -> PodInfo | None:
-    """Containers known by id only: named by the first 13 characters of the id, options unknown."""
-    if not members:
-        return None
-    inits = {cid: _init_of(procs) for cid, procs in members.items()}
-    first = min(((p.start_time, p.pid, cid) for cid, p in inits.items() if p), default=None)
-    sandbox = None
-    if first is not None:
-        start, pid, sandbox_id = first
-        sandbox = SandboxInfo(id=sandbox_id, state="ready", pid=pid, start_time=start)
-    runtime = next((p.match.runtime for procs in members.values() for p in procs if p.match and p.match.runtime), "")
-    containers = [
-        ContainerInfo(name=cid[:_SHORT_ID], id=cid, state="running" if p else "exited",
-                      pid=p.pid if p else 0, start_time=p.start_time if p else 0)
-        for cid, p in inits.items() if sandbox is None or cid != sandbox.id
-    ]
-    containers.sort(key=lambda c: (c.state != "running", c.start_time, c.id))
-    return PodInfo(namespace="", name="", uid=uid, source=Source.PROC, sandbox=sandbox,
-                   containers=tuple(containers), runtime=runtime)
-
-
-def _init_of(procs: list[ProcessCgroup]) -> ProcessCgroup | None:
-    """The container's init: the member whose parent (the shim) is outside the container, oldest first
-    (exec'd processes have the shim as parent too)."""
-    pids = {p.pid for p in procs}
-    roots = [p for p in procs if p.ppid not in pids] or procs
-    return min(roots, key=lambda p: (p.start_time, p.pid), default=None)
 
 
 def _by_sandbox(bundles: Iterable[Bundle]) -> dict[str, list[Bundle]]:
@@ -291,17 +232,18 @@ def _explain_mismatch(ref: PodRef, bundles: Iterable[Bundle]) -> None:
                            f"{b.pod_namespace}/{b.pod_name}")
 
 
-def _alive(pod: PodInfo) -> bool:
+def _pod_alive(pod: PodInfo) -> bool:
     return (pod.sandbox is not None and pod.sandbox.state == "ready") or any(
         c.state == "running" for c in pod.containers)
 
 
-def _ns_ident(path: Path) -> tuple[int, int] | None:
+def _namespace_at(path: Path, ns: str) -> NamespaceId | None:
+    """The namespace of type `ns` a /proc/PID/ns link or a bind-mounted namespace file is; None if unreadable."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    return NamespaceId(ns, st.st_dev, st.st_ino)
 
 
 @cache

@@ -4,9 +4,9 @@ that Health/Check always finds a free one.
 The sync gRPC server runs each call's handler on one of its worker threads (--max-workers) for as
 long as the handler runs. A unary call holds one for as long as the agent works on it; a stream
 that waits for the caller's next message holds one for as long as the caller likes. Such a
-stream is *pending*: grpc reflection's ServerReflectionInfo for all its life (agent/server/auth.py
-POLICY, Rule.pending); an Exec whose `start` has not come within GRACE, until the guard has
-decided on it (once allowed, it is a session, which --max-sessions bounds). A client sends
+stream is *pending*: grpc reflection's ServerReflectionInfo for all its life (auth/policy.py POLICY,
+Rule.pending); an Exec whose `start` has not come within GRACE (auth/guard.py waiting_on_caller),
+until the guard has decided on it (once allowed, it is a session, which --max-sessions bounds). A client sends
 `start` as it opens the stream, so a burst of them is not refused for the few milliseconds
 each takes to read. `Pending.hold` counts a stream only while its caller has fewer than
 `per_caller` pending and the agent fewer than `total`; beyond, the call is refused at once with
@@ -24,16 +24,11 @@ import argparse
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..core.errors import NsinspectError, ResourceExhausted
-from . import audit
-from .status import status_of
-
-if TYPE_CHECKING:
-    from .auth import Guard, Identity
+from ..core.errors import ResourceExhausted
+from .auth.review import Identity
 
 RESERVED_WORKERS = 2  # never held by a session or a pending stream: Health/Check and short unary calls
 GRACE = 0.02  # seconds a stream's first message may take before the stream counts as pending
@@ -116,22 +111,3 @@ class Pending:
             self._callers[key] -= 1
             if not self._callers[key]:
                 del self._callers[key]
-
-
-def waiting_on_caller(guard: Guard, context: grpc.ServicerContext) -> None:
-    """The handler is about to wait for its caller: the stream is pending from now on, until the
-    guard decides on it or it ends (ResourceExhausted beyond the limits)."""
-    guard.pending.hold(context, guard.authenticator.identify(context))  # the interceptor's answer: no review
-
-
-def refused(guard: Guard, context: grpc.ServicerContext, rpc: str, err: Exception, pod: Any = None) -> None:
-    """The one audit line of a call its handler refused before the guard decided on it (a malformed
-    or missing first message, the caller gone): who, as the interceptor identified them, and the
-    target when the request named one."""
-    code, reason = status_of(err).name, (str(err) if isinstance(err, NsinspectError) else type(err).__name__)
-    who = guard.authenticator.identify(context)  # the interceptor's answer for this call
-    entry: dict[str, Any] = {"rpc": rpc, "peer": context.peer(), "caller": who.audit(), "decision": "deny",
-                             "code": code, "reason": reason}
-    if pod is not None:
-        entry["target"] = audit.target(pod)
-    guard.decided(entry)

@@ -1,5 +1,5 @@
 """The audit trail: one JSON line per call the agent admits or refuses (`"event": "call"`: caller,
-RPC, target, permissions, decision and reason; see agent/server/auth.py), and for exec one more when a
+RPC, target, permissions, decision and reason; see agent/server/auth/guard.py), and for exec one more when a
 session starts and one when it ends, with everything the command was started with (argv, the
 environment overrides, credentials, paths).
 

@@ -2,11 +2,11 @@
 
 The fallback when ephemeral containers are disabled or forbidden: nothing in the pod spec changes,
 and nothing the session started survives it. The gRPC thread never enters a namespace; it checks
-the request, resolves the target, and pumps bytes between the stream and the session's pipes (or
-pty) while the helper (agent/enter/helper.py) does the entering. Output is read only as fast as gRPC
-sends it (one message of at most 1 MiB in flight per session, the pipe's 1 MiB behind it), so a
-slow client makes the command block on write instead of growing the agent's memory; stdin is
-written only as fast as the command reads it, and gRPC's flow control holds back the client.
+the request (exec_checks.py), resolves the target, and pumps bytes between the stream and the
+session's pipes or pty (exec_pump.py) while the helper (agent/enter/forkserver.py) does the
+entering. A session that cannot start fails with what the enterer reported (exec_failure.py); a
+process gone (the container restarted) is resolved once more, and a confinement that cannot be
+reproduced here is waived only for a caller who may have nsenter semantics.
 """
 
 from __future__ import annotations
@@ -16,172 +16,36 @@ import atexit
 import json
 import logging
 import os
-import queue
-import select
-import signal
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import grpc
 
 from nsinspect.proto import exec_pb2 as pb
 from nsinspect.proto import exec_pb2_grpc as pb_grpc
 
-from ..core import validate
-from ..core.errors import (
-    CallerGone,
-    InvalidArgument,
-    NotFound,
-    NotRunning,
-    NsinspectError,
-    PermissionDenied,
-    Unconfinable,
-)
+from ..core.errors import NotFound, NotRunning, NsinspectError, PermissionDenied, Unconfinable
 from ..core.model import ContainerInfo, PodInfo, PodRef
-from ..enter.helper import PLAN_MAX, Plan
-from ..enter.sessions import Cgroup, ForkServer, Launcher, Session, Sessions, Spawner
-from ..linux.helperwire import MSG_MAX
+from ..core.plan import PLAN_MAX, Plan
+from ..enter.cgroup import Cgroup
+from ..enter.launchers import ForkServer, Launcher, Spawner
+from ..enter.sessions import Sessions
 from ..resolve.fallback import Resolver
-from .admission import GRACE, refused, waiting_on_caller
-from .app import _errors
 from .audit import AuditRecord, environment, target
-from .auth import Guard, exec_elevation
+from .auth.guard import Guard
+from .auth.policy import exec_elevation
+from .exec_checks import MAX_PLAN_TEXT, ExecConfig, confinement_mode, read_start
+from .exec_failure import session_failure
+from .exec_pump import feed_input, pump_output
+from .status import answers_errors as _errors
 from .status import status_of
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Exec"].full_name
-SIGNALS = {pb.SIGNAL_INT: signal.SIGINT, pb.SIGNAL_TERM: signal.SIGTERM, pb.SIGNAL_KILL: signal.SIGKILL}
-MAX_ARGS_BYTES = 128 * 1024
-MAX_PLAN_TEXT = MSG_MAX - 8192  # argv, env and paths as JSON: the plan is one message to the helper
-DRAIN_AFTER_EXIT = 1.0
-FIRST_MESSAGE_WITHIN = 5.0  # a client sends `start` as it opens the stream; a pending stream holds a worker
-BULK_GAP, LINGER = 0.002, 0.001  # output that follows output this closely waits LINGER to batch up
 RECENT_TTL, RECENT_SIZE = 10.0, 1024  # resolved targets reused (checked by the helper, see _target)
-
-def _first(requests: Iterator[pb.ExecRequest], context: grpc.ServicerContext, within: float,
-           waiting: Callable[[], None]) -> pb.ExecRequest | None:
-    """The stream's first message, or InvalidArgument after `within` seconds: a caller that sends
-    nothing must not hold one of the agent's workers for long, nor many of them (after GRACE, the
-    stream is pending: `waiting()` refuses it beyond the limits). CallerGone when the call was
-    cancelled (its request stream broke). (The reading thread ends with the call.)"""
-    box: queue.Queue[pb.ExecRequest | BaseException | None] = queue.Queue(1)
-
-    def read() -> None:
-        try:
-            box.put(next(requests, None))
-        except BaseException as err:  # the call ended: the handler has returned already, or gets this
-            box.put(err)
-
-    threading.Thread(target=read, name="exec-first", daemon=True).start()
-    try:
-        try:
-            first = box.get(timeout=GRACE)
-        except queue.Empty:
-            waiting()
-            first = box.get(timeout=within - GRACE)
-    except queue.Empty:
-        raise InvalidArgument(f"no `start` message within {within:g} s of opening the Exec stream") from None
-    if isinstance(first, grpc.RpcError) or (first is None and _ended(context)):  # cancelled, not half-closed
-        raise CallerGone("the caller went away before sending `start`") from None
-    if isinstance(first, BaseException):
-        raise first
-    return first
-
-
-def _ended(context: grpc.ServicerContext, within: float = 0.05) -> bool:
-    """Whether the call ends within `within` seconds: a request stream that ends without a message
-    is the client's half-close, or its cancellation a moment before grpc tells the call so."""
-    ended = threading.Event()
-    if not context.add_callback(ended.set):
-        return True
-    return ended.wait(within)
-
-
-class HelperError(NsinspectError):
-    """What the helper reported, with the status code it named."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = grpc.StatusCode[code] if code in grpc.StatusCode.__members__ else grpc.StatusCode.INTERNAL
-
-
-class NoToolbox(NsinspectError):
-    """Tools mode was asked for, and this agent has no toolbox."""
-
-    status = grpc.StatusCode.FAILED_PRECONDITION
-
-
-@dataclass(frozen=True)
-class ExecConfig:
-    toolbox: str = ""
-    idle_timeout: float = 0.0  # seconds without input or output; 0: never
-    start_timeout: float = 10.0
-    join: str = "auto"
-
-
-def _text(value: str, what: str, limit: int = 4096) -> str:
-    if "\0" in value or len(value) > limit:
-        raise InvalidArgument(f"invalid {what}: no NUL characters and at most {limit} characters")
-    return value
-
-
-def _check_start(start: pb.ExecStart, config: ExecConfig) -> tuple[PodRef, str, tuple[str, ...]]:
-    ref = validate.pod_ref(start.pod.namespace, start.pod.name, start.pod.uid)
-    container = validate.container_name(start.container)
-    namespaces = validate.ns_types(start.namespaces) if start.namespaces else ()
-    if not start.argv or not start.argv[0]:
-        raise InvalidArgument("a command is required (argv is empty)")
-    if sum(len(_text(a, "argument", MAX_ARGS_BYTES)) + 1 for a in start.argv) > MAX_ARGS_BYTES:
-        raise InvalidArgument(f"the command line is longer than {MAX_ARGS_BYTES} bytes")
-    for key, value in start.env.items():
-        if not key or "=" in key:
-            raise InvalidArgument(f"invalid environment variable name {key[:80]!r}")
-        _text(key, "environment variable name")
-        _text(value, "environment variable value", MAX_ARGS_BYTES)
-    _text(start.workdir, "working directory")
-    _text(start.root, "root")
-    size = len(json.dumps([list(start.argv), sorted(start.env.items()), start.workdir, start.root]).encode())
-    if size > MAX_PLAN_TEXT:
-        raise InvalidArgument(f"the command, its environment and paths are too long: {size} bytes as sent to the "
-                              f"exec helper, at most {MAX_PLAN_TEXT}")
-    if start.tools:
-        if not config.toolbox:
-            raise NoToolbox("this agent has no toolbox: start it with --toolbox DIR to use tools mode")
-        if "mnt" in namespaces:
-            raise InvalidArgument("tools mode keeps a private mount namespace (the target's files are at /target): "
-                                  "leave mnt out")
-        if start.root:
-            raise InvalidArgument("root cannot be changed in tools mode")
-    return ref, container, namespaces
-
-
-def _confinement(start: pb.ExecStart) -> str:
-    """How much of the container's confinement the command must get (enter.Plan.confine): all of it
-    as the container runs; what can be reproduced when the caller asked for nsenter semantics
-    (elevated, so holding pods/nsenter); none of it for --privileged, the agent's own powers."""
-    if start.privileged:
-        return "none"
-    return "best" if exec_elevation(start) else "strict"
-
-
-def _start(requests: Iterator[pb.ExecRequest], context: grpc.ServicerContext, guard: Guard,
-           config: ExecConfig) -> tuple[pb.ExecStart, PodRef, str, tuple[str, ...]]:
-    """The stream's `start` and what _check_start makes of it. A refusal here is audited, as the
-    guard audits its own decisions: every call gets its one audit line."""
-    first = None
-    try:
-        first = _first(requests, context, FIRST_MESSAGE_WITHIN, lambda: waiting_on_caller(guard, context))
-        if first is None or first.WhichOneof("msg") != "start":
-            raise InvalidArgument("the first message of an Exec stream must be `start`")
-        return (first.start, *_check_start(first.start, config))
-    except Exception as err:
-        refused(guard, context, "Exec", err, first.start.pod if first is not None and first.HasField("start") else None)
-        raise
-
 
 def _pick(pod: PodInfo, name: str) -> ContainerInfo | None:
     if name:
@@ -260,7 +124,7 @@ class ExecService(pb_grpc.ExecServicer):
     @_errors
     def Exec(self, request_iterator: Iterator[pb.ExecRequest],
              context: grpc.ServicerContext) -> Iterator[pb.ExecResponse]:
-        start, ref, name, namespaces = _start(request_iterator, context, self.guard, self.config)
+        start, ref, name, namespaces = read_start(request_iterator, context, self.guard, self.config)
         caller = self.guard.pod(context, "Exec", ref, exec_elevation(start))  # before anything is looked up
         pod, container = self._target(ref, name)
         record = AuditRecord(
@@ -273,7 +137,7 @@ class ExecService(pb_grpc.ExecServicer):
         self.audit.started(record)
         status = "CANCELLED"
         try:
-            retried, confinement = False, _confinement(start)
+            retried, confinement = False, confinement_mode(start)
             while True:
                 plan = self._plan(start, namespaces, container, confinement)
                 size = (start.size.rows, start.size.cols) if start.size.rows and start.size.cols else None
@@ -289,7 +153,7 @@ class ExecService(pb_grpc.ExecServicer):
                             self._may_go_unconfined(context, ref, str(session.error.get("message")))
                             confinement = "best"
                             continue  # the caller has nsenter semantics: what can be reproduced will do
-                        raise HelperError(str(session.error.get("code")), str(session.error.get("message")))
+                        raise session_failure(session.error)
                     if session.unconfined:
                         log.warning("exec session without all of its container's confinement",
                                     extra={"session": session.id, "missing": session.unconfined})
@@ -298,10 +162,10 @@ class ExecService(pb_grpc.ExecServicer):
                     yield pb.ExecResponse(started=pb.ExecStarted(
                         session=session.id, container=container.name, namespaces=session.namespaces,
                         tools=start.tools))
-                    threading.Thread(target=_feed, args=(session, request_iterator), daemon=True,
+                    threading.Thread(target=feed_input, args=(session, request_iterator), daemon=True,
                                      name=f"exec-{session.id}").start()
-                    final = yield from self._pump(session, context)
-                    record.bytes_in, record.bytes_out = session.bytes_in, session.bytes_out
+                    final = yield from pump_output(session, context, self.config.idle_timeout)
+                    record.bytes_in, record.bytes_out = session.stdio.bytes_in, session.stdio.bytes_out
                     if final is None:  # cancelled, or the client went away: nobody to tell
                         return
                     record.exit_code, record.signal, record.error = final.code, final.signal, final.error
@@ -342,79 +206,3 @@ class ExecService(pb_grpc.ExecServicer):
                     group=start.group if start.HasField("group") else None,
                     privileged=start.privileged, env=tuple(sorted(start.env.items())),
                     workdir=start.workdir, root=start.root, join=self.config.join)
-
-    def _pump(self, session: Session,
-              context: grpc.ServicerContext) -> Generator[pb.ExecResponse, None, pb.ExecExit | None]:
-        """Output to the client until the command has exited and its output is drained; the exit to
-        send, or None when the call was cancelled."""
-        poller = select.poll()
-        for fd in (*session.outputs, session.status.fileno(), session.wake_fd):
-            poller.register(fd, select.POLLIN)
-        outputs = dict(session.outputs)
-        last_data: dict[int, float] = {}
-        idle, ended_by_agent = self.config.idle_timeout, ""
-        drain_until = 0.0
-        while True:
-            now = time.monotonic()
-            if session.exit is not None or session.helper_gone:
-                if not drain_until:
-                    session.kill()  # anything left that could hold the pipes open
-                    drain_until = now + DRAIN_AFTER_EXIT
-                if not outputs or now >= drain_until:
-                    break
-                timeout: float | None = drain_until - now
-            elif idle and not ended_by_agent:
-                timeout = max(0.0, session.last_activity + idle - now)
-            else:
-                timeout = None
-            events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
-            if not context.is_active():
-                return None
-            if not events and idle and not ended_by_agent and time.monotonic() - session.last_activity >= idle:
-                ended_by_agent = f"no input or output for {idle:g} s: the agent ended the session (--idle-timeout)"
-                session.kill()
-            for fd, _ in events:
-                if fd == session.wake_fd:
-                    return None
-                if fd == session.status.fileno():
-                    session.read_status()
-                    if session.helper_gone:
-                        poller.unregister(fd)
-                elif fd in outputs:
-                    bulk = time.monotonic() - last_data.get(fd, 0.0) < BULK_GAP  # data came just now too
-                    data = session.read_output(fd, LINGER if bulk else 0.0)
-                    if data is None:
-                        continue
-                    if not data:
-                        poller.unregister(fd)
-                        del outputs[fd]
-                        continue
-                    last_data[fd] = time.monotonic()
-                    if outputs[fd] == "stdout":
-                        yield pb.ExecResponse(stdout=data)
-                    else:
-                        yield pb.ExecResponse(stderr=data)
-        if session.exit is None:
-            return pb.ExecExit(code=-1, error=ended_by_agent or "the exec helper ended without an exit status")
-        code, sig = session.exit
-        return pb.ExecExit(code=code, signal=sig, error=ended_by_agent or session.exec_error)
-
-
-def _feed(session: Session, requests: Iterator[pb.ExecRequest]) -> None:
-    """The client's side of the stream: stdin, resizes and signals, until it closes or the call ends."""
-    try:
-        for req in requests:
-            kind = req.WhichOneof("msg")
-            if kind == "stdin":
-                session.write_stdin(req.stdin)
-            elif kind == "close_stdin":
-                session.close_stdin()
-            elif kind == "resize":
-                session.resize(req.resize.rows, req.resize.cols)
-            elif kind == "signal" and req.signal in SIGNALS:
-                session.signal(SIGNALS[req.signal])
-    except Exception as err:  # the call ended (cancelled): nothing more to read
-        log.debug("exec input ended", extra={"session": session.id, "error": str(err)})
-        return
-    if not session.plan.tty:
-        session.close_stdin()  # the client is done sending

@@ -1,5 +1,5 @@
 """One gRPC method handler's behaviour wrapped, whichever of the four kinds it is: what the agent's
-interceptors (agent/server/auth.py, agent/server/metrics.py) have in common."""
+interceptors (agent/server/auth/interceptor.py, agent/server/metrics_interceptor.py) have in common."""
 
 from __future__ import annotations
 

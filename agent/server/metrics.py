@@ -1,4 +1,5 @@
-"""The agent's Prometheus metrics, and the loopback-only HTTP endpoint that serves them.
+"""The agent's Prometheus metrics: the one registry and what is in it. The RPCs are counted by
+agent/server/metrics_interceptor.py, and served over HTTP by agent/server/metrics_endpoint.py.
 
 One `Metrics` per agent holds every metric in its own `CollectorRegistry` (never the process-wide
 default, so tests and embedders can make as many as they like). The parts that see something get
@@ -19,18 +20,10 @@ the latency histogram.
 
 from __future__ import annotations
 
-import argparse
-import ipaddress
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-from .handlers import Behavior, rewrap
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 HEALTH = "/grpc.health.v1.Health/"
 UNREGISTERED = "unregistered"  # the method label of calls to methods the agent does not serve
@@ -74,114 +67,3 @@ class Metrics:
         """The session gauge reads `active()` at every scrape: it cannot drift from the truth."""
         self.exec_sessions.set_function(active)
 
-
-# -- RPCs --------------------------------------------------------------------------------------------------
-def _final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
-    """The status the call ends with, as grpc decides it: the client went away (or its deadline
-    passed): CANCELLED; else the code the handler aborted with or set; else OK, or UNKNOWN when an
-    exception escaped."""
-    if not context.is_active():
-        return grpc.StatusCode.CANCELLED
-    # ServicerContext.code() (grpc >= 1.38, untyped): None unless the handler aborted or set a code
-    code: grpc.StatusCode | None = getattr(context, "code", lambda: None)()
-    if code is not None:
-        return code
-    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-
-
-def _timed_stream(responses: Iterator[Any], context: grpc.ServicerContext,
-                  done: Callable[[grpc.StatusCode], None]) -> Iterator[Any]:
-    failed = True
-    try:
-        yield from responses
-        failed = False
-    finally:  # also when grpc drops the stream (cancelled): it closes the generator
-        done(_final_code(context, failed))
-
-
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts and times every RPC by method and final status code. Put it first (outermost)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                          handler_call_details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None:  # grpc answers UNIMPLEMENTED; the name is the client's: keep it out of labels
-            self.metrics.rpc(UNREGISTERED, grpc.StatusCode.UNIMPLEMENTED, None)
-            return None
-        method, metrics = handler_call_details.method, self.metrics
-
-        def wrap(inner: Behavior, kind: str) -> Behavior:
-            streaming_out = kind.endswith("stream")
-
-            def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-                began = time.perf_counter()
-
-                def done(code: grpc.StatusCode) -> None:
-                    metrics.rpc(method, code, time.perf_counter() - began)
-
-                failed = True
-                try:
-                    result = inner(request, context)
-                    failed = False
-                finally:
-                    if failed or not streaming_out:
-                        done(_final_code(context, failed))
-                return _timed_stream(result, context, done) if streaming_out else result
-
-            return behavior
-
-        return rewrap(handler, wrap)
-
-
-# -- the endpoint ------------------------------------------------------------------------------------------
-def parse_listen(listen: str) -> tuple[str, int]:
-    """HOST:PORT (an IPv6 host in brackets) on a loopback address, else ValueError. Port 0: any free one.
-
-    Loopback only, as for the agent's gRPC TCP listeners: the metrics name pods' RPCs and callers'
-    failures, and the agent is root on the node. In a cluster, scrape them from inside the pod."""
-    host, sep, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"invalid --metrics-listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"refusing to serve metrics on {listen}: loopback addresses only "
-                         "(127.0.0.1, ::1 or localhost)")
-    return host, int(port)
-
-
-def listen_flag(listen: str) -> str:
-    """argparse's type for --metrics-listen: a bad address stops the agent at once, saying why."""
-    try:
-        parse_listen(listen)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return listen
-
-
-@dataclass
-class MetricsServer:
-    url: str  # http://HOST:PORT/metrics, with the port bound
-    stop: Callable[[], None]
-
-
-def serve(metrics: Metrics, listen: str) -> MetricsServer:
-    """Serve `metrics` over HTTP on loopback `listen` (see parse_listen) from a daemon thread."""
-    host, port = parse_listen(listen)
-    httpd, thread = start_http_server(port, host, registry=metrics.registry)
-    bound = httpd.server_address[1]
-    shown = f"[{host}]" if ":" in host else host
-
-    def stop() -> None:
-        httpd.shutdown()
-        httpd.server_close()
-        if thread is not threading.current_thread():
-            thread.join(timeout=2)
-
-    return MetricsServer(f"http://{shown}:{bound}/metrics", stop)

@@ -1,10 +1,12 @@
-"""Model values to and from nsinspect.v1 messages; the only module that knows both shapes."""
+"""Model values to and from nsinspect.v1 messages; the only module that knows both shapes
+(nsinspect.v1.Agent's messages, and nsinspect.v1.Observe's: processes and networks)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from nsinspect.proto import agent_pb2 as pb
+from nsinspect.proto import observe_pb2 as opb
 
 from ..core import validate
 from ..core.model import (
@@ -18,7 +20,9 @@ from ..core.model import (
     Source,
     Verdict,
 )
+from ..core.network import NetInfo
 from ..core.nsid import NamespaceId
+from ..core.process import ProcessFacts, ProcessList
 from ..observe.inspect import Inspection
 
 VERDICTS = {Verdict.OK: pb.VERDICT_OK, Verdict.MISMATCH: pb.VERDICT_MISMATCH, Verdict.UNKNOWN: pb.VERDICT_UNKNOWN}
@@ -95,3 +99,44 @@ def node_map(rows: Iterable[NodeNamespace], h: HostInfo, from_cri: bool, node_na
             owners=[pb.Owner(kind=o.kind, pod_namespace=o.pod_namespace, pod_name=o.pod_name, pod_uid=o.pod_uid,
                              container=o.container, sandbox=o.sandbox) for o in r.owners]) for r in rows],
     )
+
+
+def _inode(ns: NamespaceId | None) -> int:
+    return ns.ino if ns is not None else 0  # the wire's 0: not read
+
+
+def process_facts(p: ProcessFacts) -> opb.Process:
+    m = p.member
+    return opb.Process(
+        pid=m.pid, pid_in_pod=p.pid_in_pod, nspid=list(p.nspid), ppid=p.ppid, container=m.container,
+        container_id=m.container_id, sandbox=m.sandbox, outside=m.outside, cgroup=p.cgroup,
+        joined=list(m.joined), uid=p.uid, gid=p.gid, user=p.user, group=p.group, state=p.state,
+        cpu_percent=p.cpu_percent, rss_bytes=p.rss_bytes, threads=p.threads, start_ticks=p.start_ticks,
+        start_time=p.start_time, argv=list(p.argv), comm=p.comm, pid_ns=_inode(m.pid_ns), net_ns=_inode(m.net_ns))
+
+
+def process_list(result: ProcessList, node_name: str = "") -> opb.ListProcessesResponse:
+    return opb.ListProcessesResponse(pod=pod(result.pod, {}, None),
+                                     processes=[process_facts(p) for p in result.processes],
+                                     cpu_sample_ms=round(result.cpu_sample * 1000), warnings=list(result.warnings),
+                                     node_name=node_name)
+
+
+def net_info(info: NetInfo, node_name: str = "") -> opb.NetInfoResponse:
+    resp = opb.NetInfoResponse(pod=pod(info.pod, {}, None), host_network=info.host_network,
+                               warnings=list(info.warnings), node_name=node_name)
+    if info.namespace is not None:
+        resp.namespace.CopyFrom(namespace(info.namespace))
+    resp.links.extend(opb.Link(index=x.index, name=x.name, kind=x.kind, state=x.state, flags=list(x.flags),
+                               mtu=x.mtu, mac=x.mac) for x in info.links)
+    resp.addresses.extend(opb.Address(link=a.link, family=a.family, address=a.address, prefix_len=a.prefix_len,
+                                      scope=a.scope) for a in info.addresses)
+    resp.routes.extend(opb.Route(family=r.family, destination=r.destination, gateway=r.gateway, link=r.link,
+                                 source=r.source, protocol=r.protocol, scope=r.scope, metric=r.metric,
+                                 table=r.table, type=r.type) for r in info.routes)
+    resp.sockets.extend(opb.Socket(
+        protocol=s.protocol, family=s.family, state=s.state, local_address=s.local_address, local_port=s.local_port,
+        remote_address=s.remote_address, remote_port=s.remote_port, inode=s.inode, uid=s.uid,
+        owners=[opb.SocketOwner(pid=o.member.pid, container=o.member.container, sandbox=o.member.sandbox,
+                                outside=o.member.outside, comm=o.comm) for o in s.owners]) for s in info.sockets)
+    return resp

@@ -11,21 +11,20 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import select
 import socket
 import ssl
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from testbed.cluster import discovery, portforward, tables, tls
+from testbed.cluster import discovery, portforward, tables, tls, watch
 from testbed.cluster.auth import Authority, User
 from testbed.cluster.registry import PodRegistry, decode
+from testbed.cluster.requestinfo import GROUP_RESOURCES, RequestInfo, request_info
 from testbed.cluster.selectors import selector
 from testbed.cluster.status import (
     ApiError,
@@ -42,25 +41,6 @@ from testbed.cluster.websocket import WebSocket, accept_key, choose_protocol
 
 Json = dict[str, Any]
 Resolver = Callable[[Json, int], "portforward.Target | None"]
-VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
-GROUP_RESOURCES = {("authentication.k8s.io", "tokenreviews"), ("authentication.k8s.io", "selfsubjectreviews"),
-                   ("authorization.k8s.io", "subjectaccessreviews"),
-                   ("authorization.k8s.io", "selfsubjectaccessreviews")}
-
-
-@dataclass(frozen=True)
-class RequestInfo:
-    """What k8s.io/apiserver's RequestInfoFactory derives from a path."""
-
-    verb: str
-    group: str = ""
-    resource: str = ""
-    subresource: str = ""
-    namespace: str = ""
-    name: str = ""
-    is_resource: bool = True
-
-
 @dataclass(frozen=True)
 class Logged:
     method: str
@@ -68,35 +48,6 @@ class Logged:
     user: str
     code: int
     content_type: str
-
-
-def request_info(method: str, path: str, query: dict[str, list[str]]) -> RequestInfo | None:
-    parts = [p for p in path.split("/") if p]
-    if parts[:2] == ["api", "v1"]:
-        group, rest = "", parts[2:]
-    elif len(parts) >= 3 and parts[0] == "apis" and parts[2] == "v1":
-        group, rest = parts[1], parts[3:]
-    else:
-        return None
-    if not rest:
-        return None
-    watch_prefix = rest[0] == "watch"
-    if watch_prefix:
-        rest = rest[1:]
-    namespace = ""
-    if len(rest) >= 3 and rest[0] == "namespaces":
-        namespace, rest = rest[1], rest[2:]
-    resource, name, sub = [*rest, "", "", ""][:3]
-    if len(rest) > 3 or not resource:
-        return None
-    verb = VERBS.get(method, method.lower())
-    if method == "GET" and not name:
-        verb = "list"
-    if watch_prefix or (method == "GET" and query.get("watch", [""])[0] in ("1", "true")):
-        verb = "watch"
-    if sub == "portforward":
-        verb = "create"  # connect subresources need `create`, whichever method upgrades
-    return RequestInfo(verb, group, resource, sub, namespace, name)
 
 
 class ApiServer:
@@ -210,9 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
         self.wfile.write(body)
-        self._logged(code)
+        self.logged(code)
 
-    def _logged(self, code: int) -> None:
+    def logged(self, code: int) -> None:
         self.api.log.append(Logged(self.command, self.path, getattr(self, "user_name", ""), code,
                                    self.headers.get("Content-Type", "")))
 
@@ -347,57 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, obj)
 
     def _watch(self, resource: str, namespace: str | None, query: dict[str, list[str]]) -> None:
-        """Stream events until timeoutSeconds, the client leaving, or the server stopping. A too old
-        resourceVersion is answered the way the watch cache does: 200, then one ERROR event (410)."""
-        match = selector(resource, query.get("labelSelector", [""])[0], query.get("fieldSelector", [""])[0])
-        rv_text = query.get("resourceVersion", [""])[0]
-        initial = query.get("sendInitialEvents", [""])[0] == "true"
-        if not (rv_text in ("", "0") or initial or rv_text.isdigit()):
-            raise bad_request(f"resourceVersion: Invalid value: \"{rv_text}\": must be a non-negative integer")
-        since = None if rv_text in ("", "0") or initial else int(rv_text)
-        timeout = float(query.get("timeoutSeconds", ["1800"])[0] or 1800)
-        events = self.api.store.watch(resource, namespace, match, since=since, deadline=time.monotonic() + timeout)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Cache-Control", "no-cache, private")
-        self.end_headers()
-        self._logged(200)
-        try:
-            for event in _errors_as_events(events):
-                if event is None:
-                    if self._client_gone():
-                        return
-                    continue
-                kind, obj = event
-                if kind == "SYNCED":
-                    if initial:
-                        self._chunk(self._bookmark(resource))
-                    continue
-                self._chunk({"type": kind, "object": obj})
-                if kind == "ERROR":
-                    return
-        except OSError:
-            self.close_connection = True
-        finally:
-            with contextlib.suppress(OSError):
-                self.wfile.write(b"0\r\n\r\n")
-
-    def _bookmark(self, resource: str) -> Json:
-        kind = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace"}[resource]
-        return {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1", "metadata": {
-            "resourceVersion": str(self.api.store.resource_version),
-            "annotations": {"k8s.io/initial-events-end": "true"}}}}
-
-    def _chunk(self, obj: Json) -> None:
-        data = json.dumps(obj).encode() + b"\n"
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def _client_gone(self) -> bool:
-        """A watch client sends nothing after its request: anything readable is its close."""
-        readable, _, _ = select.select([self.connection], [], [], 0)
-        return bool(readable)
+        watch.stream(self, self.api.store, resource, namespace, query)
 
     # -- pods and nodes -----------------------------------------------------------------------
     def _cluster_scoped(self, resource: str, info: RequestInfo, query: dict[str, list[str]]) -> None:
@@ -483,18 +384,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Sec-WebSocket-Protocol", protocol)
         self.end_headers()
         self.wfile.flush()
-        self._logged(101)
+        self.logged(101)
         self.close_connection = True
 
         portforward.serve(WebSocket(self.connection, self.rfile), ports, lambda port: self.api.resolve_port(pod, port),
                           f"{namespace}/{name}")
-
-
-def _errors_as_events(events: Iterator[tuple[str, Json] | None]) -> Iterator[tuple[str, Json] | None]:
-    try:
-        yield from events
-    except ApiError as err:
-        yield "ERROR", err.status()
 
 
 def _name_query(query: dict[str, list[str]], name: str) -> dict[str, list[str]]:

@@ -108,7 +108,7 @@ CANONICAL = (
 )
 
 
-def _sandbox_config(cfg: LabConfig, spec: PodSpec) -> cri.PodSandboxConfig:
+def sandbox_config(cfg: LabConfig, spec: PodSpec) -> cri.PodSandboxConfig:
     uid = spec.pod_uid
     labels = {"io.kubernetes.pod.name": spec.name, "io.kubernetes.pod.namespace": spec.namespace,
               "io.kubernetes.pod.uid": uid}
@@ -152,7 +152,7 @@ class Lab:
     def create_pod(self, spec: PodSpec) -> LabPod:
         """Run the sandbox, then create and start each container in order (targets first). A pids limit
         is written to the pod's cgroup, made here before the sandbox as the kubelet makes it."""
-        config = _sandbox_config(self.cfg, spec)
+        config = sandbox_config(self.cfg, spec)
         if spec.pids_limit is not None:
             cgroups.make_pids_limited(config.linux.cgroup_parent, spec.pids_limit)
         try:
@@ -208,7 +208,7 @@ class Lab:
             linux=cri.LinuxContainerConfig(security_context=sec, resources=_resources(cspec)),
         )
         req = cri.CreateContainerRequest(pod_sandbox_id=pod.sandbox_id, config=config,
-                                         sandbox_config=_sandbox_config(self.cfg, spec))
+                                         sandbox_config=sandbox_config(self.cfg, spec))
         cid = self.cri.runtime.CreateContainer(req, timeout=self.cri.timeout).container_id
         self.cri.runtime.StartContainer(cri.StartContainerRequest(container_id=cid), timeout=self.cri.timeout)
         containers = {**pod.containers, cspec.name: LabContainer(cspec.name, cid, self._container_pid(cid))}

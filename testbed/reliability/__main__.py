@@ -23,9 +23,9 @@ from testbed.bench import machine
 from testbed.lab import runtime
 from testbed.lab.config import LabConfig
 from testbed.lab.pods import Lab
-from testbed.reliability import leaks, load, restart
+from testbed.reliability import clients, leaks, load, restart
 
-SHORT_LOAD = load.Plan(clients=8, calls=25, processes=400, pods=6, fork_rate=300, free_pids=600, outage=2.0,
+SHORT_LOAD = clients.Plan(clients=8, calls=25, processes=400, pods=6, fork_rate=300, free_pids=600, outage=2.0,
                        workers=2)
 SHORT_SESSIONS, LONG_SESSIONS = 100, 1000
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
@@ -52,8 +52,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def plans(args: argparse.Namespace) -> list[load.Plan]:
-    base = SHORT_LOAD if args.short else load.Plan()
+def plans(args: argparse.Namespace) -> list[clients.Plan]:
+    base = SHORT_LOAD if args.short else clients.Plan()
     base = replace(base, **{k: v for k, v in (("clients", args.clients), ("calls", args.calls),
                                               ("processes", args.processes), ("pods", args.pods)) if v is not None})
     if args.no_outage:

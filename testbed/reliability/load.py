@@ -14,176 +14,34 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import random
 import signal
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 import psutil
 
 from nsinspect.proto import agent_pb2 as pb
 from nsinspect.proto import agent_pb2_grpc as pb_grpc
-from nsinspect.proto import exec_pb2_grpc
-from nsinspect.proto import observe_pb2 as opb
-from nsinspect.proto import observe_pb2_grpc as opb_grpc
 from nsinspect.proto.rpcerror import rpc_status
 from testbed.agentproc import AgentProcess, Samples, agent_process, logged_metrics_url, scrape
-from testbed.bench.measure import percentile
 from testbed.bench.node import extra_pods, extra_processes, process_count
-from testbed.execclient import Result, run, start
 from testbed.lab import runtime
 from testbed.lab.config import LabConfig
 from testbed.lab.pods import Lab
-from testbed.reliability.agentstate import describe, fill_pool, max_workers, settled_usage
+from testbed.reliability.agentstate import fill_pool, max_workers, settled_usage
 from testbed.reliability.churn import Forker, PodChurn, lowered_pid_max
-from testbed.reliability.truth import Truth, in_pod, pod_truth
+from testbed.reliability.clients import CALLS, STABLE_NS, Answer, Plan, init_worker, worker
+from testbed.reliability.report import Outage, Report
+from testbed.reliability.truth import Truth, pod_truth
 
 log = logging.getLogger(__name__)
 CFG = LabConfig(name="reliability", slot=5)
-STABLE_NS, CHURN_NS = "bench", "churn"
-# Answers a pod that is being created or removed may get: not errors.
-PASSING = {"NOT_FOUND", "FAILED_PRECONDITION"}
-
-
-@dataclass(frozen=True)
-class Plan:
-    clients: int = 50
-    calls: int = 200  # per client
-    processes: int = 3000  # on the node in all
-    pods: int = 50  # stable lab pods, besides the churning ones
-    fork_rate: float = 250.0  # short-lived processes per second (0: none)
-    free_pids: int = 4096  # pid_max is lowered until about this many PIDs are free
-    churn_lifetime: float = 1.0  # seconds each churning pod lives (0: no pods come and go)
-    outage: float = 3.0  # seconds containerd stays dead (0: not killed)
-    kill_at: float = 0.3  # share of the calls done when containerd is killed
-    workers: int = 10  # client processes (threads in each share its interpreter lock: timings would too)
-    think: float = 0.0  # seconds each client waits between calls (0: as fast as answers come)
-    mix: tuple[tuple[str, int], ...] = (("Inspect", 6), ("ListProcesses", 3), ("Exec", 1))
-
-
-@dataclass(frozen=True)
-class Answer:
-    rpc: str
-    pod: str  # namespace/name
-    began: float  # time.monotonic(): one clock for every process on the machine
-    ms: float
-    code: str
-    detail: str = ""
-    source: int = 0
-    # Inspect: (container id, pid, start ticks, ((type, inode), ...)) of every container read.
-    read: tuple[tuple[str, int, int, tuple[tuple[str, int], ...]], ...] = ()
-    # ListProcesses: how many listed processes were checked in the pod's cgroups, found elsewhere, gone.
-    listed: tuple[int, int, int] = (0, 0, 0)
-
-
-# -- the clients (in worker processes) ------------------------------------------------------------
-def _inspect(channel: grpc.Channel, namespace: str, name: str) -> pb.InspectResponse:
-    return pb_grpc.AgentStub(channel).Inspect(pb.InspectRequest(pod=pb.PodRef(namespace=namespace, name=name)),
-                                              timeout=10)
-
-
-def _inspected(resp: pb.InspectResponse) -> dict[str, Any]:
-    read = tuple((cid, p.pid, p.start_time, tuple((n.type, n.ino) for n in p.namespaces))
-                 for cid, p in [(resp.pod.sandbox.id, resp.pod.sandbox.process),
-                                *((c.id, c.process) for c in resp.pod.containers)] if not p.gone and p.pid)
-    return {"code": "OK", "source": resp.pod.source, "read": read}
-
-
-def _list(channel: grpc.Channel, namespace: str, name: str) -> opb.ListProcessesResponse:
-    return opb_grpc.ObserveStub(channel).ListProcesses(
-        opb.ListProcessesRequest(pod=pb.PodRef(namespace=namespace, name=name), cpu_sample_ms=0), timeout=10)
-
-
-def _listed(resp: opb.ListProcessesResponse) -> dict[str, Any]:
-    checked = elsewhere = gone = 0
-    for proc in resp.processes:
-        if proc.outside:
-            continue
-        where = in_pod(proc.pid, proc.start_ticks, resp.pod.uid)  # right away: most are still there
-        if where is None:
-            gone += 1
-        elif where:
-            checked += 1
-        else:
-            elsewhere += 1
-    return {"code": "OK", "source": resp.pod.source, "listed": (checked, elsewhere, gone)}
-
-
-def _exec(channel: grpc.Channel, namespace: str, name: str) -> Result:
-    return run(exec_pb2_grpc.ExecStub(channel), start(name, "true", namespace=namespace, container="app"),
-               timeout=10)
-
-
-def _executed(result: Result) -> dict[str, Any]:
-    ok = result.exit is not None and result.exit.code == 0 and result.started is not None
-    return {"code": "OK" if ok else "WRONG_EXIT", "detail": str(result.exit)}
-
-
-# Each RPC: the call (what is timed), then the check of its answer (not timed: the client's own work).
-CALLS: dict[str, tuple[Callable[[grpc.Channel, str, str], Any], Callable[[Any], dict[str, Any]]]] = {
-    "Inspect": (_inspect, _inspected), "ListProcesses": (_list, _listed), "Exec": (_exec, _executed)}
-
-
-def _client(address: str, plan: Plan, stable: list[str], churn_file: str, seed: int,
-            done: multiprocessing.Value) -> list[Answer]:  # type: ignore[valid-type]
-    rng = random.Random(seed)
-    names, weights = zip(*plan.mix, strict=True)
-    answers = []
-    with grpc.insecure_channel(address) as channel:
-        for _ in range(plan.calls):
-            rpc = rng.choices(names, weights)[0]
-            churning = _churning(churn_file) if rpc != "Exec" and rng.random() < 0.2 else []
-            namespace, name = (CHURN_NS, rng.choice(churning)) if churning else (STABLE_NS, rng.choice(stable))
-            call, check = CALLS[rpc]
-            began = time.monotonic()
-            try:
-                resp = call(channel, namespace, name)
-                ms = (time.monotonic() - began) * 1000
-                answers.append(Answer(rpc, f"{namespace}/{name}", began, ms, **check(resp)))
-            except grpc.RpcError as err:
-                ms = (time.monotonic() - began) * 1000
-                code, detail = rpc_status(err)
-                answers.append(Answer(rpc, f"{namespace}/{name}", began, ms, code.name if code else "UNKNOWN",
-                                      detail[:300]))
-            with done.get_lock():  # type: ignore[attr-defined]
-                done.value += 1  # type: ignore[attr-defined]
-            if plan.think:
-                time.sleep(rng.uniform(0.5, 1.5) * plan.think)
-    return answers
-
-
-def _churning(path: str) -> list[str]:
-    try:
-        return Path(path).read_text().split()
-    except OSError:
-        return []
-
-
-def _worker(address: str, plan: Plan, stable: list[str], churn_file: str, seed: int, threads: int) -> list[Answer]:
-    """One client process: `threads` clients, each with its own channel."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
-    with ThreadPoolExecutor(threads) as pool:
-        jobs = [pool.submit(_client, address, plan, stable, churn_file, seed * 1000 + i, _DONE) for i in range(threads)]
-        return [a for job in jobs for a in job.result()]
-
-
-_DONE: multiprocessing.Value | None = None  # type: ignore[valid-type]
-
-
-def _init_worker(done: multiprocessing.Value) -> None:  # type: ignore[valid-type]
-    global _DONE  # noqa: PLW0603 - a worker process's share of the progress counter
-    _DONE = done
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # -- the probe and the runtime outage (in this process) -------------------------------------------
@@ -227,13 +85,6 @@ class Probe:
                 self.seen.append((began, (time.monotonic() - began) * 1000, code, source))
 
 
-@dataclass
-class Outage:
-    killed: float = 0.0  # time.monotonic() once containerd's process is gone
-    restarting: float = 0.0  # when it is started again: until then nothing can answer for it
-    back: float = 0.0  # containerd answering again
-
-
 @contextmanager
 def _runtime_killed(cfg: LabConfig, plan: Plan, total: int, done: multiprocessing.Value,  # type: ignore[valid-type]
                     outage: Outage) -> Iterator[None]:
@@ -270,145 +121,6 @@ def _runtime_killed(cfg: LabConfig, plan: Plan, total: int, done: multiprocessin
             outage.restarting = time.monotonic()
             runtime.up(cfg)
             outage.back = time.monotonic()
-
-
-# -- checking and reporting ------------------------------------------------------------------------
-@dataclass
-class Report:
-    plan: Plan
-    answers: list[Answer]
-    probe: list[tuple[float, float, str, int]]
-    outage: Outage
-    truths: dict[str, Truth]
-    usage: tuple[dict[str, float], dict[str, float]]  # the agent's, before and after (agentstate.usage)
-    churn: dict[str, float]
-    node: dict[str, int]
-    seconds: float
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def in_outage(self, a: Answer) -> bool:
-        return bool(self.outage.killed) and self.outage.killed - 1 <= a.began <= self.outage.back + 5
-
-    def errors(self) -> list[Answer]:
-        """Answers that are neither OK nor what a churning pod or the outage may get."""
-        bad = []
-        for a in self.answers:
-            if a.code == "OK":
-                continue
-            if a.pod.startswith(CHURN_NS + "/") and a.code in PASSING:
-                continue
-            if a.code == "UNAVAILABLE" and self.in_outage(a):
-                continue
-            bad.append(a)
-        return bad
-
-    def misattributed(self) -> tuple[int, int, list[str]]:
-        """(checked, unknown, wrong): every container an Inspect answer read, against its truth."""
-        checked = unknown = 0
-        wrong = []
-        for a in self.answers:
-            for cid, pid, ticks, namespaces in a.read:
-                truth = self.truths.get(cid)
-                if truth is None:
-                    unknown += 1
-                    continue
-                checked += 1
-                mismatch = [t for t, ino in namespaces if truth.namespaces.get(t) != ino]
-                if (pid, ticks) != (truth.pid, truth.start_ticks) or mismatch:
-                    wrong.append(f"{a.pod} {cid[:12]}: answered pid {pid}@{ticks} {mismatch}, truth "
-                                 f"{truth.pid}@{truth.start_ticks}")
-        listed_wrong = sum(a.listed[1] for a in self.answers)
-        if listed_wrong:
-            wrong.append(f"{listed_wrong} listed processes were not in the pod's cgroups")
-        return checked, unknown, wrong
-
-    def outage_figures(self) -> dict[str, float]:
-        """When the probe first got an answer after the kill (fallback or UNAVAILABLE), its slowest
-        call in the outage, and when CRI answered again for good after containerd was back."""
-        if not self.outage.killed:
-            return {}
-        down = (self.outage.killed, self.outage.restarting)  # nothing could answer for containerd then
-        during = [s for s in self.probe if down[0] <= s[0] and s[0] + s[1] / 1000 <= down[1]]
-        first = min((s[0] + s[1] / 1000 for s in during), default=float("nan"))
-        after = [s for s in self.probe if s[0] >= self.outage.back]
-        recovered = float("nan")
-        for i, s in enumerate(after):
-            if all(x[2] == "OK" and x[3] == pb.SOURCE_CRI for x in after[i:]):
-                recovered = s[0] + s[1] / 1000 - self.outage.back
-                break
-        return {"first answer after the kill (s)": first - self.outage.killed,
-                "slowest probe call while down (ms)": max((s[1] for s in during), default=float("nan")),
-                "probe answers while down": len(during),
-                "from /proc while down": sum(1 for s in during if s[3] == pb.SOURCE_PROC),
-                "UNAVAILABLE while down": sum(1 for s in during if s[2] == "UNAVAILABLE"),
-                "CRI again after containerd's return (s)": recovered}
-
-    def latency(self) -> dict[str, tuple[int, int, float, float]]:
-        """Per RPC: calls, errors, p50 and p99 (ms) of its OK answers."""
-        by: dict[str, list[float]] = defaultdict(list)
-        errors = Counter(a.rpc for a in self.errors())
-        calls = Counter(a.rpc for a in self.answers)
-        for a in self.answers:
-            if a.code == "OK":
-                by[a.rpc].append(a.ms)
-        return {rpc: (calls[rpc], errors[rpc], percentile(by[rpc], 50), percentile(by[rpc], 99)) for rpc in calls}
-
-    def targets(self) -> list[tuple[str, float, str, bool]]:
-        """(what, figure, target, met) for each of the issue's targets."""
-        before, after = self.usage
-        inspect_p99 = self.latency().get("Inspect", (0, 0, 0.0, 0.0))[3]
-        rows: list[tuple[str, float, str, bool]] = [("errors", len(self.errors()), "0", not self.errors()),
-                ("namespaces attributed to the wrong process", len(self.misattributed()[2]), "0",
-                 not self.misattributed()[2])]
-        if self.plan.think:  # clients that wait for answers and ask at once measure the queue they make
-            rows.append(("Inspect p99 (ms)", inspect_p99, "<= 50", inspect_p99 <= 50))
-        rows += [
-                ("agent RSS growth (MiB)", after["rss_mib"] - before["rss_mib"], "<= 20",
-                 after["rss_mib"] - before["rss_mib"] <= 20),
-                 ("agent fd growth", after["fds"] - before["fds"], "0", after["fds"] <= before["fds"])]
-        if self.outage.killed:
-            figures = self.outage_figures()
-            first, back = figures["first answer after the kill (s)"], figures["CRI again after containerd's return (s)"]
-            rows += [("first answer after containerd died (s)", first, "<= 1", first <= 1),
-                     ("CRI answers again after containerd's return (s)", back, "<= 5", back <= 5)]
-        return rows
-
-    def ok(self) -> bool:
-        return all(met for *_, met in self.targets())
-
-    def text(self) -> str:
-        pace = (f"each waiting {self.plan.think:g} s (0.5-1.5x) between calls" if self.plan.think else
-                "each asking again as soon as answered: the agent saturated, latency = clients / throughput")
-        lines = [f"load: {self.plan.clients} clients x {self.plan.calls} calls, {pace}",
-                 f"load: {len(self.answers)} calls in {self.seconds:.1f} s "
-                 f"({len(self.answers) / self.seconds:.0f} calls/s) on {self.node['processes']} processes and "
-                 f"{self.node['pods']} lab pods",
-                 f"{'rpc':<15}{'calls':>7}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}"]
-        for rpc, (calls, errors, p50, p99) in sorted(self.latency().items()):
-            lines.append(f"{rpc:<15}{calls:>7}{errors:>8}{p50:>9.1f}{p99:>9.1f}")
-        codes = Counter(a.code for a in self.answers)
-        lines.append("answers by code: " + ", ".join(f"{c} {n}" for c, n in codes.most_common()))
-        for a in self.errors()[:5]:
-            lines.append(f"  error: {a.rpc} {a.pod} {a.code} {a.detail}")
-        checked, unknown, wrong = self.misattributed()
-        lines.append(f"checked against independent reads: {checked} container answers, "
-                     f"{sum(a.listed[0] for a in self.answers)} listed processes; wrong: {len(wrong)}"
-                     f" (unchecked: {unknown} answers for containers without a truth, "
-                     f"{sum(a.listed[2] for a in self.answers)} processes gone before the check)")
-        lines.extend(f"  WRONG: {w}" for w in wrong[:5])
-        lines.append("agent before -> after: " + describe(*self.usage))
-        cpu = self.usage[1]["cpu_s"] - self.usage[0]["cpu_s"]
-        lines.append(f"agent CPU: {cpu:.1f} s for {len(self.answers)} calls ({cpu / self.seconds * 100:.0f}% of one "
-                     f"CPU; {cpu / max(len(self.answers), 1) * 1000:.1f} ms a call)")
-        lines.append("churn: " + ", ".join(f"{k} {v:g}" for k, v in self.churn.items()))
-        for k, v in self.outage_figures().items():
-            lines.append(f"outage: {k}: {v:.3f}" if isinstance(v, float) else f"outage: {k}: {v}")
-        for k, v in self.metrics.items():
-            lines.append(f"metrics: {k}: {v:g}")
-        lines.append("targets:")
-        lines.extend(f"  {what:<50}{figure:>10.3g}  {target:<6} {'met' if met else 'MISSED'}"
-                     for what, figure, target, met in self.targets())
-        return "\n".join(lines)
 
 
 # -- the scenario ---------------------------------------------------------------------------------------
@@ -485,8 +197,8 @@ def _drive(address: str, plan: Plan, stable: list[str], churn_file: str,
     workers = max(1, min(plan.workers, plan.clients))
     shares = [plan.clients // workers + (1 if i < plan.clients % workers else 0) for i in range(workers)]
     context = multiprocessing.get_context("spawn")  # grpc must not be forked
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(done,)) as pool:
-        jobs = [pool.submit(_worker, address, plan, stable, churn_file, i + 1, n) for i, n in enumerate(shares)]
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(done,)) as pool:
+        jobs = [pool.submit(worker, address, plan, stable, churn_file, i + 1, n) for i, n in enumerate(shares)]
         return [a for job in jobs for a in job.result()]
 
 

@@ -1,74 +1,58 @@
 """`nsinspect ps POD`: every process of a pod as the node sees it, as a table or a tree per container.
-
-Also home of `call()`, the one way cli/net.py and this module reach the agent's Observe service.
-"""
+With -l SELECTOR: every matching pod, on every node."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 
 from nsinspect.proto import agent_pb2
 from nsinspect.proto import observe_pb2 as pb
 from nsinspect.proto import observe_pb2_grpc as pb_grpc
 
-from . import render
-from .agentclient import call
-from .errors import EXIT_OK, CliError
+from .. import render
+from ..context import Context
+from ..errors import EXIT_OK, EXIT_USAGE, CliError
+from ..render import printable
+from ..target import call
 
-R = TypeVar("R")
 OUTSIDE = "(outside)"
-_UNPRINTABLE = {c: "?" for c in (*range(32), 127)}
 
 
-
-
-def pod_ref(args: argparse.Namespace) -> agent_pb2.PodRef:
-    return agent_pb2.PodRef(namespace=args.namespace, name=args.pod, uid=args.uid)
-
-
-def emit(msg: Message, text: Callable[[], str], args: argparse.Namespace) -> None:
-    sys.stdout.write(render.machine(msg, args.output) if args.output in ("json", "yaml") else text())
-
-
-def printable(text: str) -> str:
-    """Control characters (a process may name itself anything) must not reach the terminal."""
-    return text.translate(_UNPRINTABLE)
-
-
-def list_request(args: argparse.Namespace, pod: agent_pb2.PodRef | None = None) -> pb.ListProcessesRequest:
-    request = pb.ListProcessesRequest(pod=pod or pod_ref(args), container=args.container)
+def _list_request(args: argparse.Namespace, pod: agent_pb2.PodRef) -> pb.ListProcessesRequest:
+    request = pb.ListProcessesRequest(pod=pod, container=args.container)
     if args.cpu_sample is not None:
         request.cpu_sample_ms = round(args.cpu_sample * 1000)
     return request
 
 
-def run_ps(args: argparse.Namespace) -> int:
+def run_ps(ctx: Context, args: argparse.Namespace) -> int:
     if args.cpu_sample is not None and not 0 <= args.cpu_sample <= 10:
-        raise CliError("--cpu-sample must be between 0 and 10 seconds", exit_code=2)
+        raise CliError("--cpu-sample must be between 0 and 10 seconds", exit_code=EXIT_USAGE)
     if args.selector:
-        return _run_many(args)
-    resp = call(args, pb_grpc.ObserveStub, "ListProcesses", list_request)
-    wide = args.output == "wide"
-    emit(resp, lambda: tree(resp, wide) if args.tree else processes(resp, wide), args)
+        return _list_many(ctx, args)
+    resp = call(ctx, pb_grpc.ObserveStub, "ListProcesses", lambda agent: _list_request(args, agent.ref))
+    render.write(resp, ctx.output, lambda: _processes_text(resp, ctx.wide, args.tree))
     return EXIT_OK
 
 
-def _run_many(args: argparse.Namespace) -> int:
-    from . import fanout  # noqa: PLC0415
+def _list_many(ctx: Context, args: argparse.Namespace) -> int:
+    from .. import fanout  # noqa: PLC0415 - it needs the kubernetes client, slow to import
 
     def ask(channel: grpc.Channel, pod: Any) -> pb.ListProcessesResponse:
         ref = agent_pb2.PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name)
-        return pb_grpc.ObserveStub(channel).ListProcesses(list_request(args, ref), timeout=args.timeout)
+        return pb_grpc.ObserveStub(channel).ListProcesses(_list_request(args, ref), timeout=ctx.timeout)
 
-    wide = args.output == "wide"
-    return fanout.emit(fanout.over_pods(args, ask), args, lambda r: tree(r, wide) if args.tree else processes(r, wide))
+    outcomes = fanout.over_pods(ctx, args.selector, args.all_namespaces, args.max_concurrency, ask)
+    return fanout.write_all(outcomes, ctx.output, lambda r: _processes_text(r, ctx.wide, args.tree))
+
+
+def _processes_text(resp: pb.ListProcessesResponse, wide: bool, as_tree: bool) -> str:
+    return process_tree(resp, wide) if as_tree else process_table(resp, wide)
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -118,7 +102,7 @@ def _footer(resp: pb.ListProcessesResponse) -> str:
     return "".join(out)
 
 
-def processes(resp: pb.ListProcessesResponse, wide: bool = False) -> str:
+def process_table(resp: pb.ListProcessesResponse, wide: bool = False) -> str:
     now = time.time()
     if wide:
         rows: list[Sequence[str]] = [("CONTAINER", "PID", "NSPID", "PPID", "USER", "GROUP", "STATE", "%CPU", "RSS",
@@ -135,7 +119,7 @@ def processes(resp: pb.ListProcessesResponse, wide: bool = False) -> str:
     return _heading(resp) + "\n" + render.table(rows) + _footer(resp)
 
 
-def tree(resp: pb.ListProcessesResponse, wide: bool = False) -> str:
+def process_tree(resp: pb.ListProcessesResponse, wide: bool = False) -> str:
     """Parentage within each container (and among the outsiders): roots are processes whose parent
     is not in the same group, e.g. a container's init, whose parent is the runtime's shim."""
     groups: dict[str, list[pb.Process]] = {}

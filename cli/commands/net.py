@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from nsinspect.proto import observe_pb2 as pb
 from nsinspect.proto import observe_pb2_grpc as pb_grpc
 
-from . import render
-from .agentclient import call
-from .errors import EXIT_OK
-from .ps import emit, pod_ref, printable
+from .. import render
+from ..context import Context
+from ..errors import EXIT_OK
+from ..render import printable
+from ..target import call
 
 
-def run_net(args: argparse.Namespace) -> int:
-    resp = call(args, pb_grpc.ObserveStub, "NetInfo", lambda a: pb.NetInfoRequest(pod=pod_ref(a)))
-    emit(resp, lambda: net(resp, wide=args.output == "wide"), args)
+def run_net(ctx: Context, args: argparse.Namespace) -> int:
+    resp = call(ctx, pb_grpc.ObserveStub, "NetInfo", lambda agent: pb.NetInfoRequest(pod=agent.ref))
+    render.write(resp, ctx.output, lambda: net_text(resp, wide=ctx.wide))
     return EXIT_OK
 
 
@@ -25,7 +26,7 @@ def _endpoint(address: str, port: int, family: int) -> str:
     return f"{shown}:{port or '*'}"
 
 
-def _owners(s: pb.Socket, wide: bool) -> tuple[str, str, str]:
+def _socket_owners(s: pb.Socket, wide: bool) -> tuple[str, str, str]:
     if not s.owners:
         return "-", "-", "-"
     pids = ",".join(str(o.pid) for o in s.owners)
@@ -35,7 +36,7 @@ def _owners(s: pb.Socket, wide: bool) -> tuple[str, str, str]:
     return (pids if wide or len(pids) <= 20 else pids[:17] + "..."), where, comms
 
 
-def net(resp: pb.NetInfoResponse, wide: bool = False) -> str:
+def net_text(resp: pb.NetInfoResponse, wide: bool = False) -> str:
     pod = resp.pod
     if resp.host_network:
         return (f"Pod {pod.namespace}/{pod.name} uses the node's network namespace (hostNetwork): it has no network "
@@ -61,7 +62,7 @@ def net(resp: pb.NetInfoResponse, wide: bool = False) -> str:
         rows = [("PROTO", "STATE", "LOCAL", "REMOTE", "PID", "CONTAINER", "COMMAND",
                  *(("INODE", "UID") if wide else ()))]
         for s in resp.sockets:
-            pids, where, comms = _owners(s, wide)
+            pids, where, comms = _socket_owners(s, wide)
             rows.append((f"{s.protocol}{'6' if s.family == 6 else ''}", s.state,
                          _endpoint(s.local_address, s.local_port, s.family),
                          _endpoint(s.remote_address, s.remote_port, s.family), pids, where, comms,

@@ -5,6 +5,7 @@ It behaves like `kubectl exec`: stdout and stderr stay apart (merged with -t, li
 -i passes stdin, -t puts the local terminal in raw mode and follows its resizes, and the exit
 code is the remote command's (128+N when signal N killed it). Without a terminal, SIGINT and
 SIGTERM are passed on to the command; a third SIGINT gives up on it and ends the session.
+`debug -i` and its fallback run their sessions here too (`run_in_pod`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -26,10 +28,11 @@ from nsinspect.proto import exec_pb2 as pb
 from nsinspect.proto import exec_pb2_grpc as pb_grpc
 from nsinspect.proto.rpcerror import rpc_status
 
-from . import tty
-from .agentclient import explain, open_channel
-from .errors import EXIT_USAGE, CliError
-from .target import reach
+from .. import tty
+from ..agentclient import explain, open_channel
+from ..context import Context
+from ..errors import EXIT_USAGE, CliError
+from ..target import reach
 
 EXIT_SIGNAL_BASE = 128
 CHUNK = 64 * 1024
@@ -37,47 +40,73 @@ QUEUE = 32
 FORWARDED = {signal.SIGINT: pb.SIGNAL_INT, signal.SIGTERM: pb.SIGNAL_TERM}
 
 
-def _start(args: argparse.Namespace, argv: list[str], use_tty: bool) -> pb.ExecStart:
+@dataclass(frozen=True)
+class RemoteCommand:
+    """What to run in the pod and how: exec's flags (debug makes one for its session)."""
+
+    argv: tuple[str, ...]
+    container: str = ""  # "": the pod's first container
+    namespaces: tuple[str, ...] = ()  # --ns, each comma-separated; none: all the container has
+    tools: bool = False
+    stdin: bool = False
+    tty: bool = False
+    user: int | None = None
+    group: int | None = None
+    privileged: bool = False
+    env: tuple[str, ...] = ()  # NAME=VALUE
+    workdir: str = ""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RemoteCommand:
+        return cls(tuple(args.command), args.container, tuple(args.ns), args.tools, args.stdin, args.tty, args.user,
+                   args.group, args.privileged, tuple(args.env), args.workdir)
+
+
+def _exec_start(ctx: Context, command: RemoteCommand, use_tty: bool) -> pb.ExecStart:
     env = {}
-    for pair in args.env:
+    for pair in command.env:
         name, sep, value = pair.partition("=")
         if not (sep and name):
             raise CliError(f"--env wants NAME=VALUE, not {pair!r}", exit_code=EXIT_USAGE)
         env[name] = value
     if use_tty and "TERM" in os.environ:
         env.setdefault("TERM", os.environ["TERM"])
-    start = pb.ExecStart(
-        pod=agent_pb2.PodRef(namespace=args.namespace, name=args.pod, uid=args.uid), container=args.container,
-        namespaces=[n.strip() for item in args.ns for n in item.split(",") if n.strip()],
-        argv=argv, tty=use_tty, stdin=args.stdin, tools=args.tools, privileged=args.privileged,
-        env=env, workdir=args.workdir)
-    if args.user is not None:
-        start.user = args.user
-    if args.group is not None:
-        start.group = args.group
+    start = pb.ExecStart(  # the pod's namespace is known once the agent is reached
+        pod=agent_pb2.PodRef(name=ctx.pod, uid=ctx.uid), container=command.container,
+        namespaces=[n.strip() for item in command.namespaces for n in item.split(",") if n.strip()],
+        argv=command.argv, tty=use_tty, stdin=command.stdin, tools=command.tools, privileged=command.privileged,
+        env=env, workdir=command.workdir)
+    if command.user is not None:
+        start.user = command.user
+    if command.group is not None:
+        start.group = command.group
     if use_tty and (size := tty.size(sys.stdout.fileno()) or tty.size(sys.stdin.fileno())):
         start.size.rows, start.size.cols = size
     return start
 
 
-def run_exec(args: argparse.Namespace) -> int:
-    argv = list(args.command)
-    if not argv:
+def run_exec(ctx: Context, args: argparse.Namespace) -> int:
+    return run_in_pod(ctx, RemoteCommand.from_args(args))
+
+
+def run_in_pod(ctx: Context, command: RemoteCommand) -> int:
+    """Run `command` in ctx.pod through its node's agent; its exit code (128+N for signal N)."""
+    if not command.argv:
         raise CliError("a command is required: nsinspect exec POD [flags] -- CMD [ARGS...]", exit_code=EXIT_USAGE)
-    use_tty = args.tty
+    use_tty = command.tty
     if use_tty and not os.isatty(sys.stdin.fileno()):
         print("Unable to use a TTY - input is not a terminal", file=sys.stderr)
         use_tty = False
-    start = _start(args, argv, use_tty)
-    with reach(args) as agent:
-        start.pod.namespace = args.namespace
-        where = args.agent or f"the agent on node {agent.node}"
+    start = _exec_start(ctx, command, use_tty)
+    with reach(ctx) as agent:
+        start.pod.namespace = agent.ref.namespace
         with open_channel(agent.address, agent.credentials) as channel:
-            return Session(channel, start, args.stdin, use_tty, args.timeout).run(where)
+            return ExecStream(channel, start, command.stdin, use_tty, ctx.timeout).run(agent.where)
 
 
-class Session:
-    """One exec stream: a request queue fed by stdin, resizes and signals; responses to our stdio."""
+class ExecStream:
+    """The client side of one Exec stream: a request queue fed by stdin, resizes and signals;
+    responses to our stdio."""
 
     def __init__(self, channel: grpc.Channel, start: pb.ExecStart, stdin: bool, use_tty: bool,
                  timeout: float) -> None:
@@ -164,9 +193,9 @@ class Session:
                         if self.stdin:
                             threading.Thread(target=self._pump_stdin, daemon=True, name="stdin").start()
                     elif kind == "stdout":
-                        _write(sys.stdout.fileno(), resp.stdout)
+                        _write_to_fd(sys.stdout.fileno(), resp.stdout)
                     elif kind == "stderr":
-                        _write(sys.stderr.fileno(), resp.stderr)
+                        _write_to_fd(sys.stderr.fileno(), resp.stderr)
                     elif kind == "exit":
                         result = resp.exit
             except grpc.RpcError as err:
@@ -189,7 +218,7 @@ class Session:
         return EXIT_SIGNAL_BASE + result.signal if result.signal else result.code
 
 
-def _write(fd: int, data: bytes) -> None:
+def _write_to_fd(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

@@ -4,6 +4,7 @@ debug adds an ephemeral container the way `kubectl debug --target` does (a strat
 of the ephemeralcontainers subresource), waits for it to run, then asks the node's agent which
 namespaces it actually got and verifies them against the pod spec. When the cluster will not add
 it (disabled, forbidden, invalid, never started), it says why in one line and offers the fallback.
+The check is verify's (verify.py), the session after -i and the fallback are exec's (exec.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import sys
 import time
 from typing import Any
 
-from .errors import EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, CliError
+from ..context import Context
+from ..errors import EXIT_OK, CliError
+from .exec import RemoteCommand, run_in_pod
+from .verify import verify_containers
 
 # kubectl debug's profiles, as they shape an ephemeral container's securityContext.
 PROFILES: dict[str, dict[str, Any] | None] = {
@@ -135,81 +139,31 @@ def wait_running(core: Any, namespace: str, pod: str, name: str, *, since: str, 
                    f"{' (last: ' + shown + ')' if shown else ''}")
 
 
-def _verdict_exit(verdicts: list[int]) -> int:
-    from nsinspect.proto import agent_pb2 as pb  # noqa: PLC0415
+def run_debug(ctx: Context, args: argparse.Namespace) -> int:
+    from .. import kube  # noqa: PLC0415 - the kubernetes client is slow to import
 
-    if pb.VERDICT_MISMATCH in verdicts:
-        return EXIT_MISMATCH
-    return EXIT_UNKNOWN if pb.VERDICT_UNKNOWN in verdicts else EXIT_OK
-
-
-def verify_containers(args: argparse.Namespace, names: list[str]) -> int:
-    """Inspect each named container through the node's agent and print its verification."""
-    import grpc  # noqa: PLC0415
-
-    from nsinspect.proto import agent_pb2 as pb  # noqa: PLC0415
-
-    from . import facts, render  # noqa: PLC0415
-    from .agentclient import connect, explain  # noqa: PLC0415
-    from .target import reach  # noqa: PLC0415
-
-    verdicts: list[int] = []
-    with reach(args) as agent:
-        if agent.pod is None:
-            raise CliError("verify needs the pod spec: use it through Kubernetes, not with --agent")
-        spec_facts = facts.from_pod(agent.pod)
-        known = [c.name for c in agent.pod.spec.ephemeral_containers or []]
-        for name in names or known:
-            if name not in known:
-                raise CliError(f'pod {args.namespace}/{args.pod} has no ephemeral container "{name}"')
-        if not (names or known):
-            raise CliError(f"pod {args.namespace}/{args.pod} has no ephemeral containers to verify")
-        channel, stub = connect(agent.address, agent.credentials)
-        with channel:
-            for name in names or known:
-                request = pb.InspectRequest(pod=pb.PodRef(namespace=args.namespace, name=args.pod),
-                                            container=name, facts=spec_facts)
-                try:
-                    resp = stub.Inspect(request, timeout=args.timeout)
-                except grpc.RpcError as err:
-                    raise explain(err, f"the agent on node {agent.node}") from None
-                verdicts.append(int(resp.verdict))
-                if args.output in ("json", "yaml"):
-                    sys.stdout.write(render.machine(resp, args.output))
-                else:
-                    sys.stdout.write(render.inspection(resp, wide=args.output == "wide", narrowed=True))
-    return _verdict_exit(verdicts)
-
-
-def run_verify(args: argparse.Namespace) -> int:
-    return verify_containers(args, args.names)
-
-
-def run_debug(args: argparse.Namespace) -> int:
-    from . import kube  # noqa: PLC0415
-
-    if args.agent:
+    if ctx.agent:
         raise CliError("debug adds an ephemeral container through Kubernetes: drop --agent")
-    k = kube.connect(args)
-    args.namespace = args.namespace or k.namespace
-    pod = kube.get_pod(k, args.namespace, args.pod)
+    k = ctx.kube()
+    namespace = ctx.namespace()
+    pod = kube.get_pod(k, namespace, ctx.pod)
     if args.target and args.target not in [c.name for c in pod.spec.containers]:
-        raise CliError(f'pod {args.namespace}/{args.pod} has no container "{args.target}" to target')
+        raise CliError(f'pod {namespace}/{ctx.pod} has no container "{args.target}" to target')
     name = args.name or debugger_name()
     try:
-        since = add(k.core, args.namespace, args.pod, ephemeral_container(args, name))
-        print(f"added ephemeral container {name} to {args.namespace}/{args.pod}", file=sys.stderr)
-        wait_running(k.core, args.namespace, args.pod, name, since=since, timeout=args.wait_timeout)
+        since = add(k.core, namespace, ctx.pod, ephemeral_container(args, name))
+        print(f"added ephemeral container {name} to {namespace}/{ctx.pod}", file=sys.stderr)
+        wait_running(k.core, namespace, ctx.pod, name, since=since, timeout=args.wait_timeout)
     except CliError as err:
         question = f"{err}\nDebug through the nsinspect agent instead (the pod is not changed)?"
         if not (args.fallback or _agrees(question)):
             raise
         print(f"warning: {err}", file=sys.stderr)
-        return fallback(args)
-    verified = verify_containers(args, [name])
+        return fallback(ctx, args)
+    verified = verify_containers(ctx, [name])
     if not args.stdin:
         return verified
-    session = attach(args, name)
+    session = attach(ctx, args, name)
     return verified if verified != EXIT_OK else session
 
 
@@ -221,26 +175,20 @@ def _agrees(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def attach(args: argparse.Namespace, name: str) -> int:
+def attach(ctx: Context, args: argparse.Namespace, name: str) -> int:
     """-i/-t: a session in the debugger container, through the agent (its own namespaces and image,
     so it needs the agent and pods/exec rather than pods/attach)."""
-    return _session(args, container=name, tools=False)
+    return _session(ctx, args, container=name, tools=False)
 
 
-def _session(args: argparse.Namespace, *, container: str, tools: bool) -> int:
+def _session(ctx: Context, args: argparse.Namespace, *, container: str, tools: bool) -> int:
     """An exec session through the agent with debug's command, environment and terminal flags."""
-    from . import exec as execcmd  # noqa: PLC0415
-
-    session = argparse.Namespace(**vars(args))
-    session.container, session.tools = container, tools
-    session.command = args.command or ["sh"]
-    session.ns, session.privileged, session.workdir = [], False, ""
-    session.user = session.group = None
-    return int(execcmd.run_exec(session))
+    return run_in_pod(ctx, RemoteCommand(tuple(args.command or ["sh"]), container, tools=tools, stdin=args.stdin,
+                                         tty=args.tty, env=tuple(args.env)))
 
 
-def fallback(args: argparse.Namespace) -> int:
+def fallback(ctx: Context, args: argparse.Namespace) -> int:
     """The same debug session, through the agent's Exec in tools mode against the target: the
     debugger's tools run in the target's namespaces (all but mnt), and the pod is not changed."""
-    print(f"debugging {args.namespace}/{args.pod} through the nsinspect agent instead", file=sys.stderr)
-    return _session(args, container=args.target, tools=True)  # no target: the pod's first container
+    print(f"debugging {ctx.namespace()}/{ctx.pod} through the nsinspect agent instead", file=sys.stderr)
+    return _session(ctx, args, container=args.target, tools=True)  # no target: the pod's first container

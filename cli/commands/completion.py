@@ -11,6 +11,8 @@ import argparse
 import itertools
 import sys
 
+from ..context import Context
+
 BASH = r"""# bash completion for nsinspect (and kubectl-nsinspect); load with: source <(nsinspect completion bash)
 _nsinspect() {
     local IFS=$'\n'
@@ -31,7 +33,7 @@ compdef _nsinspect nsinspect kubectl-nsinspect
 """
 
 
-def run_completion(args: argparse.Namespace) -> int:
+def run_completion(ctx: Context, args: argparse.Namespace) -> int:
     sys.stdout.write(BASH if args.shell == "bash" else ZSH)
     return 0
 
@@ -70,17 +72,16 @@ def _namespace(words: list[str]) -> str | None:
 
 def pod_names(namespace: str | None) -> list[str]:
     try:
-        from . import kube  # noqa: PLC0415
+        from .. import kube  # noqa: PLC0415 - the kubernetes client is slow to import
 
-        k = kube.connect(argparse.Namespace(kubeconfig=None, context=None))
+        k = kube.connect(None, None)
         return sorted(p.metadata.name for p in k.core.list_namespaced_pod(namespace or k.namespace,
                                                                            _request_timeout=3).items)
     except Exception:
         return []
 
 
-def run_complete(args: argparse.Namespace) -> int:
-    from .main import build_parser  # noqa: PLC0415
-
-    print("\n".join(candidates(build_parser(), args.words or [""])))
+def run_complete(parser: argparse.ArgumentParser, words: list[str]) -> int:
+    """`nsinspect __complete WORDS...`: what the scripts offer, one per line."""
+    print("\n".join(candidates(parser, words or [""])))
     return 0
